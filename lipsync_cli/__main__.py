@@ -1,0 +1,3 @@
+from lipsync_cli.cli.app import main
+
+main()

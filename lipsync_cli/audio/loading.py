@@ -1,0 +1,166 @@
+"""Audio in: any file soundfile reads, any rate and channel count -> mono float32 at 16 kHz.
+
+`probe_audio` checks a file completely (it decodes it once, so a truncated or non-finite file is refused
+before work starts); `stream_audio` then yields it in fixed-size chunks without holding the whole file.
+Resampling is scipy's `resample_poly`, applied block by block with enough context on either side that every
+output sample equals the whole-file result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from lipsync_cli.errors import AudioError
+
+TARGET_RATE = 16_000
+CHUNK_SAMPLES = 10_240  # 640 ms at 16 kHz
+MIN_RATE, MAX_RATE = 8_000, 192_000
+MAX_CHANNELS = 8  # what AAC can carry into the output file
+_SCAN_BLOCK = 1 << 16
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE", "VORBIS", "OPUS", "MPEG_LAYER_III"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int  # at the file's own rate, as decoded (not as the header claims)
+    format: str
+    subtype: str
+
+    @property
+    def samples_16k(self) -> int:
+        """Length after resampling to 16 kHz (resample_poly's output length)."""
+        up, down = _ratio(self.sample_rate)
+        return math.ceil(self.frames * up / down)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _ratio(rate: int) -> tuple[int, int]:
+    g = math.gcd(TARGET_RATE, rate)
+    return TARGET_RATE // g, rate // g
+
+
+def _open(path: Path) -> sf.SoundFile:
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1)
+    except OSError as exc:
+        raise AudioError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if not head:
+        raise AudioError(f"{path}: the file is empty")
+    try:
+        return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        reason = str(exc).split(":")[-1].strip() or "unknown format"
+        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+
+
+def probe_audio(path: str | Path) -> AudioInfo:
+    """Open, decode once and check an audio file; raise AudioError with a one-line reason."""
+    path = Path(path)
+    with _open(path) as f:
+        rate, channels, claimed = f.samplerate, f.channels, f.frames
+        if not MIN_RATE <= rate <= MAX_RATE:
+            raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+        if not 1 <= channels <= MAX_CHANNELS:
+            raise AudioError(f"{path}: {channels} channels are not supported (1 to {MAX_CHANNELS})")
+        check_finite = f.subtype in _FLOAT_SUBTYPES
+        frames = 0
+        try:
+            while True:
+                block = f.read(_SCAN_BLOCK, dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                if check_finite and not np.isfinite(block).all():
+                    raise AudioError(f"{path}: contains NaN or infinite samples at {frames / rate:.3f} s")
+                frames += len(block)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"{path}: corrupt audio data after {frames / rate:.3f} s ({exc})") from None
+        fmt, subtype = f.format, f.subtype
+    if frames == 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    if claimed > 0 and frames < claimed:
+        raise AudioError(f"{path}: truncated ({frames} of {claimed} frames present)")
+    return AudioInfo(path, rate, channels, frames, fmt, subtype)
+
+
+def _source_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at the file's own rate."""
+    with _open(info.path) as f:
+        remaining = info.frames
+        while remaining > 0:
+            data = f.read(min(block, remaining), dtype="float32", always_2d=True)
+            if not len(data):
+                raise AudioError(f"{info.path}: ended early while reading")
+            remaining -= len(data)
+            yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
+def _resampled_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
+    up, down = _ratio(info.sample_rate)
+    if up == down:
+        yield from _source_blocks(info, _SCAN_BLOCK)
+        return
+    # resample_poly's FIR reaches half_len samples of the up-sampled signal either side of an output sample.
+    half_len = 10 * max(up, down)
+    margin = math.ceil((math.ceil(half_len / up) + 2) / down) * down
+    step = max(1, _SCAN_BLOCK // down) * down  # input samples per block; a multiple of down keeps phase
+    n, n_out = info.frames, info.samples_16k
+    buf = np.zeros(0, np.float32)
+    buf_start = 0
+    source = _source_blocks(info, step)
+    for a in range(0, n, step):
+        b = min(n, a + step)
+        lo, hi = max(0, a - margin), min(n, b + margin)
+        while buf_start + len(buf) < hi:
+            buf = np.concatenate([buf, next(source)])
+        buf = buf[lo - buf_start :]
+        buf_start = lo
+        y = resample_poly(buf[: hi - lo], up, down).astype(np.float32, copy=False)
+        k0, k1 = a * up // down, (n_out if b == n else b * up // down)
+        off = lo * up // down
+        yield y[k0 - off : k1 - off]
+
+
+def rechunk(blocks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Regroup a stream of 1-D arrays into arrays of exactly `size` samples (the last may be shorter)."""
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in blocks:
+        pending.append(block)
+        held += len(block)
+        if held >= size:
+            joined = np.concatenate(pending)
+            cut = len(joined) - len(joined) % size
+            for i in range(0, cut, size):
+                yield joined[i : i + size]
+            pending, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield np.concatenate(pending)
+
+
+def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+    """The file as mono float32 16 kHz chunks of `chunk` samples (the last may be shorter)."""
+    return rechunk(_resampled_blocks(info), chunk)
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """The whole file as mono float32 at 16 kHz (for tools and tests; `render` streams)."""
+    info = probe_audio(path)
+    return np.concatenate(list(_resampled_blocks(info)))

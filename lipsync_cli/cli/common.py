@@ -1,0 +1,74 @@
+"""What every command shares: the one place where errors become a line on stderr and an exit status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from lipsync_cli.errors import Interrupted, LipsyncError
+
+T = TypeVar("T")
+
+# Piped or captured output gets a fixed width so tables are not cut to 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.", envvar="LIPSYNC_DEBUG")]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(message: str, exit_code: int, debug: bool = False) -> typer.Exit:
+    if debug:
+        traceback.print_exc()
+    sys.stderr.write(f"lipsync: error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    return typer.Exit(exit_code)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted("terminated")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test runner); nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_reporting(work: Callable[[], T], debug: bool) -> T:
+    """Run a command body; turn library errors into one line on stderr and their exit status."""
+    try:
+        with _sigterm_as_interrupt():
+            return work()
+    except typer.Exit:
+        raise
+    except Interrupted as exc:
+        raise fail(f"interrupted ({exc})", exc.exit_code, debug) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", Interrupted.exit_code, debug) from None
+    except LipsyncError as exc:
+        raise fail(str(exc), exc.exit_code, debug) from None
+    except Exception as exc:  # a bug, not bad input: still one line unless --debug
+        hint = "" if debug else " (run with --debug for the traceback)"
+        raise fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1, debug) from None
+
+
+def is_interactive() -> bool:
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")

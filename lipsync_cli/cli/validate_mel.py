@@ -1,0 +1,80 @@
+"""`lipsync validate-mel`: is our mel-spectrogram the one the models were trained on?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, probe_audio, read_audio
+from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.cli.common import Debug, console, run_reporting
+from lipsync_cli.errors import InputError
+from lipsync_cli.features.validation import load_reference, validate
+from lipsync_cli.resources import bundled_dir
+
+
+def _default_inputs() -> list[Path]:
+    samples = bundled_dir("samples")
+    if samples is None:
+        return []
+    return sorted(p for p in samples.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg"))
+
+
+def validate_mel(
+    audio: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Audio files to check (default: the bundled samples, or a synthetic signal).",
+                       show_default=False),
+    ] = None,
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", "-r", help="A reference mel .npy, [T, 80] or [80, T], for one AUDIO file."),
+    ] = None,
+    pad_mode: Annotated[
+        str, typer.Option("--pad-mode", help="STFT padding: constant (librosa >= 0.10) or reflect (old librosa).")
+    ] = "constant",
+    chunk_samples: Annotated[
+        int, typer.Option("--chunk-samples", min=1, help="Chunk size of the streamed pipeline, in 16 kHz samples.")
+    ] = CHUNK_SAMPLES,
+    debug: Debug = False,
+) -> None:
+    """Check the mel-spectrogram against librosa, a reference .npy and the chunked stream.
+
+    Exit status 0 when every comparison is within tolerance (1e-4 against references, 1e-6 chunked vs
+    whole), 1 when one is not, 2 for bad input.
+    """
+
+    def work() -> int:
+        if pad_mode not in ("constant", "reflect"):
+            raise InputError(f"--pad-mode must be constant or reflect, not {pad_mode!r}")
+        inputs = list(audio or _default_inputs())
+        if reference is not None and len(inputs) != 1:
+            raise InputError(f"{reference}: --reference needs exactly one AUDIO file, got {len(inputs)}")
+        ref = load_reference(reference) if reference is not None else None
+        jobs = [(p.name, probe_audio(p)) for p in inputs]  # refuse bad files before any work
+        if not jobs:
+            jobs = [("synthetic 3 s", None)]
+        table = Table(title=f"mel-spectrogram check (pad {pad_mode}, chunks of {chunk_samples} samples)")
+        for column in ("audio", "frames", "against", "max |diff|", "mean |diff|", "tol", "result"):
+            table.add_column(column, no_wrap=True, justify="right" if "diff" in column or column == "frames" else "left")
+        all_ok = True
+        for name, info in jobs:
+            x = read_audio(info.path) if info is not None else speech_like(3.0)
+            whole, results = validate(x, info, ref, pad_mode, chunk_samples)  # type: ignore[arg-type]
+            for k, r in enumerate(results):
+                all_ok &= r.ok
+                verdict = "[green]ok[/]" if r.ok else f"[red]FAIL[/] {r.note}".rstrip()
+                table.add_row(name if k == 0 else "", str(len(whole)) if k == 0 else "", r.name,
+                              f"{r.max_abs:.2e}", f"{r.mean_abs:.2e}", f"{r.tolerance:.0e}", verdict)
+            if not any(r.name == "librosa" for r in results) and info is jobs[0][1]:
+                console.print("[yellow]librosa is not installed: the librosa comparison is skipped[/]")
+        console.print(table)
+        return 0 if all_ok else 1
+
+    code = run_reporting(work, debug)
+    raise typer.Exit(code)
+
+

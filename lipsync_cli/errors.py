@@ -1,0 +1,56 @@
+"""The error model: the library raises these; the CLI turns them into one line and an exit status.
+
+Exit status 2: bad input, found before any work starts. 1: a failure during work. 130: interrupted.
+"""
+
+
+class LipsyncError(Exception):
+    """Base of every error the CLI reports as one line."""
+
+    exit_code = 1
+
+
+class InputError(LipsyncError):
+    """Bad input found before work starts."""
+
+    exit_code = 2
+
+
+class AudioError(InputError):
+    """An audio file that cannot be used."""
+
+
+class CharacterError(InputError):
+    """A character folder, manifest, template or box file that cannot be used."""
+
+
+class ModelError(InputError):
+    """An ONNX model that cannot be opened or does not fit its contract."""
+
+
+class DeviceError(InputError):
+    """A requested execution device that cannot be honoured."""
+
+
+class OutputError(InputError):
+    """An output path that cannot or must not be written."""
+
+
+class RenderError(LipsyncError):
+    """A failure during work (inference, encoding)."""
+
+    exit_code = 1
+
+
+class EncoderError(RenderError):
+    """ffmpeg failed while encoding."""
+
+
+class InferenceError(RenderError):
+    """A model raised inside onnxruntime."""
+
+
+class Interrupted(LipsyncError):
+    """SIGINT or SIGTERM stopped the work."""
+
+    exit_code = 130

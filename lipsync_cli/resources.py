@@ -1,0 +1,15 @@
+"""Where the bundled demo character and samples live: the repository checkout, or inside the wheel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def bundled_dir(name: str) -> Path | None:
+    """`characters` or `samples` of the repository this package runs from, else the copy in the wheel."""
+    for candidate in (_PACKAGE.parent / name, _PACKAGE / "bundled" / name):
+        if candidate.is_dir():
+            return candidate
+    return None

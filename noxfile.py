@@ -1,0 +1,33 @@
+"""Developer sessions: `nox` runs the tests; lint and bench are asked for by name."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real onnxruntime and the bundled ffmpeg)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+def lint(session: nox.Session) -> None:
+    """Check the code with ruff."""
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "lipsync_cli", "tests", "noxfile.py", "scripts")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark alice and the realistic-cost models on the CPU; JSON goes to bench-results/."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-c", "import pathlib; pathlib.Path('bench-results').mkdir(exist_ok=True)")
+    seconds = session.posargs[0] if session.posargs else "8"
+    session.run("lipsync", "bench", "--character", "alice", "--device", "cpu", "--seconds", seconds,
+                "--json", "bench-results/alice-cpu.json")
+    session.run("lipsync", "bench", "--model", "realistic", "--device", "cpu", "--seconds", seconds,
+                "--json", "bench-results/realistic-cpu.json")

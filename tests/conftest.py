@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def write_audio(tmp_path):
+    """Write samples ([n] or [n, channels]) to a file and return its path."""
+
+    def write(x: np.ndarray, rate: int = 16000, name: str = "audio.wav", subtype: str | None = None, **kw) -> Path:
+        path = tmp_path / name
+        sf.write(path, x, rate, subtype=subtype, **kw)
+        return path
+
+    return write
