@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import validate_mel
+from lipsync_cli.cli import characters, render, validate_mel
 
 app = typer.Typer(
     name="lipsync",
@@ -30,6 +30,8 @@ def _root(
     """Render audio-driven lip-sync video: a speech recording + a character -> an H.264 MP4."""
 
 
+app.command("render")(render.render_command)
+app.command("characters")(characters.characters_command)
 app.command("validate-mel")(validate_mel.validate_mel)
 
 

@@ -1,0 +1,253 @@
+"""A character: a folder with `character.toml`, a template video, crop boxes and two ONNX models.
+
+`load_character` validates everything before any work: the manifest's keys and values, the files, the
+template's size and frame count against the boxes, and both models' signatures (opened with onnxruntime).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from lipsync_cli.errors import CharacterError, LipsyncError
+from lipsync_cli.features.layouts import Layout
+from lipsync_cli.features.windows import parse_fps
+from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
+from lipsync_cli.models.sessions import SessionFactory, shared_factory
+from lipsync_cli.resources import bundled_dir
+
+MANIFEST = "character.toml"
+_TOP_KEYS = {"name", "fps", "template", "boxes", "model", "audio_encoder", "crop", "input", "audio"}
+_SECTIONS = {
+    "crop": {"size", "border"},
+    "input": {"channels", "color", "mask"},
+    "audio": {"pad_mode", "window_end"},
+}
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    size: int = 328  # the box is resized to size x size (cubic) ...
+    border: int = 4  # ... and the inner (size - 2 * border) square goes to the UNet
+
+    @property
+    def inner(self) -> int:
+        return self.size - 2 * self.border
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    channels: tuple[str, str] = ("reference", "masked")
+    color: str = "bgr"
+    mask: tuple[int, int, int, int] = (5, 5, 310, 305)  # x, y, w, h blacked out in the masked image
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    pad_mode: str = "constant"
+    window_end: str = "silence"
+
+
+@dataclass(frozen=True)
+class TemplateInfo:
+    width: int
+    height: int
+    frames: int
+    fps: float
+
+
+@dataclass(frozen=True)
+class Character:
+    name: str
+    root: Path
+    fps: Fraction
+    template: Path
+    boxes: np.ndarray = field(repr=False)  # int [frames, 4]: x1, y1, x2, y2
+    model: Path
+    audio_encoder: Path
+    crop: CropSpec
+    input: InputSpec
+    audio: AudioSpec
+    video: TemplateInfo
+    encoder_contract: EncoderContract
+    unet_contract: UNetContract
+
+    @property
+    def layout(self) -> Layout:
+        return self.unet_contract.layout
+
+
+def search_dirs() -> list[Path]:
+    """Where characters are looked up by name, in order."""
+    dirs = [Path.cwd() / "characters"]
+    dirs += [Path(p) for p in os.environ.get("LIPSYNC_CHARACTERS", "").split(os.pathsep) if p]
+    bundled = bundled_dir("characters")
+    if bundled is not None:
+        dirs.append(bundled)
+    seen, out = set(), []
+    for d in dirs:
+        key = d.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def find_character(name_or_path: str | Path) -> Path:
+    """The folder of a character given by path or by name."""
+    candidate = Path(name_or_path)
+    if candidate.is_dir():
+        return candidate
+    if candidate.suffix == ".toml" and candidate.is_file():
+        return candidate.parent
+    if len(candidate.parts) == 1:
+        for base in search_dirs():
+            if (base / candidate).is_dir():
+                return base / candidate
+    where = ", ".join(str(d) for d in search_dirs())
+    raise CharacterError(f"{name_or_path}: no such character (not a folder, nor a name found in {where})")
+
+
+def list_characters() -> list[Path]:
+    """Every folder with a character.toml in the search directories (first of each name wins)."""
+    found: dict[str, Path] = {}
+    for base in search_dirs():
+        if base.is_dir():
+            for sub in sorted(base.iterdir()):
+                if (sub / MANIFEST).is_file() and sub.name not in found:
+                    found[sub.name] = sub
+    return list(found.values())
+
+
+def _read_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not path.is_file():
+        raise CharacterError(f"{path}: missing (a character folder needs a {MANIFEST})")
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise CharacterError(f"{path}: malformed TOML ({exc})") from None
+    except OSError as exc:
+        raise CharacterError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    unknown = sorted(set(data) - _TOP_KEYS)
+    for section, keys in _SECTIONS.items():
+        if section in data:
+            if not isinstance(data[section], dict):
+                raise CharacterError(f"{path}: [{section}] must be a table")
+            unknown += [f"{section}.{k}" for k in sorted(set(data[section]) - keys)]
+    if unknown:
+        raise CharacterError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    for key in ("template", "boxes", "model", "audio_encoder"):
+        if not isinstance(data.get(key), str):
+            raise CharacterError(f"{path}: '{key}' must be given as a file name")
+    return data
+
+
+def _file(root: Path, data: dict, key: str) -> Path:
+    path = root / data[key]
+    if not path.is_file():
+        raise CharacterError(f"{path}: missing ('{key}' in {root / MANIFEST})")
+    if not os.access(path, os.R_OK):
+        raise CharacterError(f"{path}: cannot be read ('{key}' in {root / MANIFEST})")
+    return path
+
+
+def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, AudioSpec]:
+    manifest = root / MANIFEST
+    try:
+        fps = parse_fps(data.get("fps", 25))
+        crop_d, input_d, audio_d = data.get("crop", {}), data.get("input", {}), data.get("audio", {})
+        crop = CropSpec(int(crop_d.get("size", 328)), int(crop_d.get("border", 4)))
+        channels = tuple(input_d.get("channels", ("reference", "masked")))
+        color = str(input_d.get("color", "bgr")).lower()
+        mask = tuple(int(v) for v in input_d.get("mask", (5, 5, 310, 305)))
+        audio = AudioSpec(str(audio_d.get("pad_mode", "constant")), str(audio_d.get("window_end", "silence")))
+    except (TypeError, ValueError) as exc:
+        raise CharacterError(f"{manifest}: bad value ({exc})") from None
+    if crop.border < 0 or crop.inner < 16:
+        raise CharacterError(f"{manifest}: crop size {crop.size} with border {crop.border} leaves no inner square")
+    if sorted(channels) != ["masked", "reference"]:
+        raise CharacterError(f"{manifest}: input.channels must be [\"reference\", \"masked\"] in some order")
+    if color not in ("bgr", "rgb"):
+        raise CharacterError(f"{manifest}: input.color must be bgr or rgb, not {color!r}")
+    if len(mask) != 4 or mask[0] < 0 or mask[1] < 0 or mask[2] <= 0 or mask[3] <= 0 \
+            or mask[0] + mask[2] > crop.inner or mask[1] + mask[3] > crop.inner:
+        raise CharacterError(f"{manifest}: input.mask {list(mask)} must be x, y, w, h inside {crop.inner}x{crop.inner}")
+    if audio.pad_mode not in ("constant", "reflect"):
+        raise CharacterError(f"{manifest}: audio.pad_mode must be constant or reflect, not {audio.pad_mode!r}")
+    if audio.window_end not in ("silence", "clamp"):
+        raise CharacterError(f"{manifest}: audio.window_end must be silence or clamp, not {audio.window_end!r}")
+    return fps, crop, InputSpec(channels, color, mask), audio  # type: ignore[arg-type]
+
+
+def probe_template(path: Path) -> TemplateInfo:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise CharacterError(f"{path}: not a readable video")
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            raise CharacterError(f"{path}: has no decodable video frame")
+        height, width = frame.shape[:2]
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = float(capture.get(cv2.CAP_PROP_FPS))
+    finally:
+        capture.release()
+    if frames <= 0:
+        raise CharacterError(f"{path}: the video does not state its frame count")
+    return TemplateInfo(width, height, frames, fps)
+
+
+def _load_boxes(path: Path, video: TemplateInfo, template: Path) -> np.ndarray:
+    try:
+        boxes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CharacterError(f"{path}: not a readable .npy array ({exc})") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.issubdtype(boxes.dtype, np.number):
+        raise CharacterError(f"{path}: expected a numeric [frames, 4] array of x1, y1, x2, y2, got {list(boxes.shape)}")
+    if len(boxes) != video.frames:
+        raise CharacterError(f"{path}: {len(boxes)} boxes for {video.frames} frames of {template.name}")
+    if not np.all(np.isfinite(boxes)) or not np.array_equal(boxes, np.round(boxes)):
+        raise CharacterError(f"{path}: box coordinates must be whole pixels")
+    boxes = boxes.astype(np.int64)
+    x1, y1, x2, y2 = boxes.T
+    bad = np.flatnonzero((x1 < 0) | (y1 < 0) | (x2 > video.width) | (y2 > video.height) | (x2 - x1 < 8) | (y2 - y1 < 8))
+    if len(bad):
+        i = int(bad[0])
+        raise CharacterError(
+            f"{path}: box {i} {boxes[i].tolist()} is empty or outside the {video.width}x{video.height} frame"
+            + (f" ({len(bad)} bad boxes)" if len(bad) > 1 else "")
+        )
+    return boxes
+
+
+def load_character(name_or_path: str | Path, factory: SessionFactory | None = None) -> Character:
+    """Find, read and fully check a character; raise CharacterError/ModelError with a one-line reason."""
+    root = find_character(name_or_path)
+    data = _read_manifest(root)
+    fps, crop, input_spec, audio = _specs(root, data)
+    template, boxes_path = _file(root, data, "template"), _file(root, data, "boxes")
+    model, encoder = _file(root, data, "model"), _file(root, data, "audio_encoder")
+    video = probe_template(template)
+    boxes = _load_boxes(boxes_path, video, template)
+    factory = factory or shared_factory()
+    encoder_contract = check_audio_encoder(factory.session(encoder, "cpu"), encoder)
+    unet_contract = check_unet(factory.session(model, "cpu"), model, crop.inner)
+    name = data.get("name", root.name)
+    return Character(str(name), root, fps, template, boxes, model, encoder, crop, input_spec, audio, video,
+                     encoder_contract, unet_contract)
+
+
+def check_character(path: Path) -> tuple[Character | None, str]:
+    """(character, "ok") or (None, the problem) for listings."""
+    try:
+        return load_character(path), "ok"
+    except LipsyncError as exc:
+        return None, str(exc)

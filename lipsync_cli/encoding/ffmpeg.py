@@ -1,0 +1,195 @@
+"""Raw BGR frames -> H.264 MP4 through the ffmpeg binary that imageio-ffmpeg ships.
+
+The file is written under a temporary name beside the target and published only by `VideoWriter.publish`,
+so the output name never holds a partial file. ffmpeg's last stderr lines are kept for error messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+
+from lipsync_cli.errors import EncoderError, InputError, OutputError
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
+CODECS = ("libx264", "h264_nvenc")
+
+
+def ffmpeg_exe() -> str:
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    codec: str = "libx264"
+    preset: str | None = None  # veryfast for libx264, p4 for h264_nvenc
+    crf: int = 18
+    audio_bitrate: str = "160k"
+    threads: int = 0  # 0: ffmpeg's choice
+
+    def checked(self) -> EncodeSettings:
+        if self.codec not in CODECS:
+            raise InputError(f"unknown codec {self.codec!r}: use {' or '.join(CODECS)}")
+        presets = X264_PRESETS if self.codec == "libx264" else NVENC_PRESETS
+        preset = self.preset or presets[2 if self.codec == "libx264" else 3]
+        if preset not in presets:
+            raise InputError(f"preset {preset!r} does not exist for {self.codec}: use one of {', '.join(presets)}")
+        if not 0 <= self.crf <= 51:
+            raise InputError(f"crf must be 0-51, not {self.crf}")
+        return EncodeSettings(self.codec, preset, self.crf, self.audio_bitrate, self.threads)
+
+    def video_args(self) -> list[str]:
+        s = self.checked()
+        if s.codec == "libx264":
+            args = ["-c:v", "libx264", "-preset", s.preset, "-crf", str(s.crf)]
+        else:
+            args = ["-c:v", "h264_nvenc", "-preset", s.preset, "-rc", "vbr", "-cq", str(s.crf), "-b:v", "0"]
+        if s.threads:
+            args += ["-threads", str(s.threads)]
+        return args + ["-pix_fmt", "yuv420p"]
+
+
+def temporary_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+
+
+def check_output_path(target: Path, overwrite: bool) -> Path:
+    """Refuse an output that cannot or must not be written, before any work."""
+    target = Path(target)
+    if target.is_dir():
+        raise OutputError(f"{target}: is a directory; give a file name such as {target / 'out.mp4'}")
+    if target.exists() and not overwrite:
+        raise OutputError(f"{target}: exists; pass --overwrite to replace it")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{target}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{target}: the directory {parent} is not writable")
+    return target
+
+
+class VideoWriter:
+    """An ffmpeg process fed raw BGR frames on stdin; optionally muxes an audio file as AAC."""
+
+    def __init__(
+        self,
+        target: Path,
+        width: int,
+        height: int,
+        fps: Fraction,
+        audio: Path | None = None,
+        settings: EncodeSettings = EncodeSettings(),
+        extra_output_args: tuple[str, ...] = (),
+    ) -> None:
+        self.target = Path(target)
+        self.temp = temporary_path(self.target)
+        self.width, self.height, self.fps = width, height, fps
+        self.frames = 0
+        self._frame_bytes = width * height * 3
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+               "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0"]
+        if audio is not None:
+            cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", settings.audio_bitrate]
+        cmd += settings.video_args()
+        if width % 2 or height % 2:  # yuv420p needs even sides: pad one black row/column, never resample
+            cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
+        cmd += ["-movflags", "+faststart", *extra_output_args, "-f", "mp4", str(self.temp)]
+        self.command = cmd
+        self._stderr: collections.deque[str] = collections.deque(maxlen=12)
+        try:
+            self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise EncoderError(f"{cmd[0]}: cannot start ffmpeg ({exc})") from None
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self._proc.stderr is not None
+        for raw in self._proc.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            if line:
+                self._stderr.append(line)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _failure(self, what: str) -> EncoderError:
+        self._proc.wait()
+        self._reader.join(timeout=2)
+        tail = " | ".join(list(self._stderr)[-3:]) or f"exit status {self._proc.returncode}"
+        self._remove_temp()
+        return EncoderError(f"{self.target}: ffmpeg {what}: {tail}")
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8 {self.height}x{self.width}x3, got {frame.dtype} {frame.shape}")
+        try:
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            raise self._failure("stopped while encoding") from None
+        self.frames += 1
+
+    def finish(self) -> Path:
+        """Close the stream and wait for ffmpeg; the file stays under its temporary name."""
+        try:
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass
+        if self._proc.wait() != 0:
+            raise self._failure("failed")
+        self._reader.join(timeout=2)
+        return self.temp
+
+    def publish(self, overwrite: bool) -> Path:
+        """Move the finished file to the target name; never replaces an existing file unless told to."""
+        if overwrite:
+            os.replace(self.temp, self.target)
+            return self.target
+        try:
+            os.link(self.temp, self.target)  # fails if the target appeared meanwhile
+        except FileExistsError:
+            self._remove_temp()
+            raise OutputError(f"{self.target}: appeared during the render; pass --overwrite to replace it") from None
+        except OSError:  # file systems without hard links
+            if self.target.exists():
+                self._remove_temp()
+                raise OutputError(f"{self.target}: exists; pass --overwrite to replace it") from None
+            os.replace(self.temp, self.target)
+            return self.target
+        self._remove_temp()
+        return self.target
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove the temporary file (idempotent)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - kill does not fail in practice
+            pass
+        for stream in (self._proc.stdin, self._proc.stderr):
+            try:
+                if stream:
+                    stream.close()
+            except OSError:
+                pass
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        try:
+            self.temp.unlink()
+        except FileNotFoundError:
+            pass
