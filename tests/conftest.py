@@ -19,3 +19,23 @@ def write_audio(tmp_path):
         return path
 
     return write
+
+
+ALICE = REPO / "characters" / "alice"
+
+
+@pytest.fixture
+def alice_copy(tmp_path):
+    """A private copy of alice that a test may break."""
+    import shutil
+
+    dest = tmp_path / "alice"
+    shutil.copytree(ALICE, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def alice():
+    from lipsync_cli.characters.manifest import load_character
+
+    return load_character(ALICE)

@@ -21,11 +21,14 @@ def speech_like(seconds: float, seed: int = 0, rate: int = RATE) -> np.ndarray:
     return (0.25 * voice * syllables * phrases + noise).astype(np.float32)
 
 
-def bursts(seconds: float, spans: list[tuple[float, float]], freq: float = 220.0, rate: int = RATE) -> np.ndarray:
-    """Digital silence with loud harmonic tones during the given (start, end) spans in seconds."""
+def bursts(seconds: float, spans: list[tuple[float, float]], freq: float = 150.0, rate: int = RATE,
+           seed: int = 0) -> np.ndarray:
+    """Digital silence with loud broadband bursts (a rich harmonic buzz plus noise, like a held vowel)
+    during the given (start, end) spans in seconds."""
     n = int(round(seconds * rate))
     t = np.arange(n) / rate
-    tone = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 8)) * 0.3
+    buzz = sum(np.sin(2 * np.pi * freq * k * t) for k in range(1, int(3800 / freq))) / 8
+    tone = 0.3 * buzz + 0.1 * np.random.default_rng(seed).standard_normal(n)
     out = np.zeros(n, np.float32)
     for start, end in spans:
         a, b = int(round(start * rate)), int(round(end * rate))
