@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.characters.manifest import Character
-from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, check_output_path
+from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, check_encoder, check_output_path
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.sessions import DeviceRequest, SessionFactory, shared_factory
 from lipsync_cli.pipeline import PipelineOptions, frame_count, render_frames
@@ -61,6 +61,7 @@ def render(
     settings = settings.checked()
     info = probe_audio(audio)
     output = check_output_path(Path(output), overwrite)
+    check_encoder(settings)
     factory = factory or shared_factory()
     resolved, notice = factory.resolve(device, character.model)
     factory.session(character.audio_encoder, resolved)

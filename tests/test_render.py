@@ -155,10 +155,10 @@ def ffmpeg_processes_writing(path_fragment):
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
             except OSError:
                 continue
-            if path_fragment in cmdline and "ffmpeg" in cmdline:
+            if "ffmpeg" in os.path.basename(argv[0]) and any(path_fragment in a for a in argv):
                 found.append(int(pid))
     return found
 
@@ -179,7 +179,7 @@ def test_interrupt_cleans_up(write_audio, tmp_path, sig):
     sent = time.time()
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=15)
-    assert time.time() - sent < 3.0
+    assert time.time() - sent < 1.0  # design.md: stops within a second (measured here: 0.35 s)
     assert proc.returncode == 130, err
     assert err.decode().strip().count("\n") == 0 and "interrupted" in err.decode()
     assert os.listdir(out_dir) == []

@@ -9,6 +9,7 @@ output sample equals the whole-file result.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,34 @@ def _open(path: Path) -> sf.SoundFile:
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
 
 
+def _riff_shortfall(path: Path) -> tuple[int, int] | None:
+    """(declared, present) bytes of a RIFF WAVE data chunk that the file cuts short, else None.
+
+    libsndfile quietly reads what is there, so a truncated WAV would otherwise pass as a shorter one.
+    """
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"RIFF":
+                return None
+            fh.read(4)
+            if fh.read(4) != b"WAVE":
+                return None
+            size = path.stat().st_size
+            while True:
+                header = fh.read(8)
+                if len(header) < 8:
+                    return None
+                chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+                if chunk == b"data":
+                    present = size - fh.tell()
+                    if length in (0, 0xFFFFFFFF):  # written while streaming: size unknown
+                        return None
+                    return (length, present) if present < length else None
+                fh.seek(length + (length & 1), 1)
+    except OSError:
+        return None
+
+
 def probe_audio(path: str | Path) -> AudioInfo:
     """Open, decode once and check an audio file; raise AudioError with a one-line reason."""
     path = Path(path)
@@ -95,6 +124,10 @@ def probe_audio(path: str | Path) -> AudioInfo:
         fmt, subtype = f.format, f.subtype
     if frames == 0:
         raise AudioError(f"{path}: contains no audio samples")
+    shortfall = _riff_shortfall(path)
+    if shortfall:
+        raise AudioError(f"{path}: truncated WAV (the header declares {shortfall[0]} bytes of audio, "
+                         f"the file holds {shortfall[1]})")
     if claimed > 0 and frames < claimed:
         raise AudioError(f"{path}: truncated ({frames} of {claimed} frames present)")
     return AudioInfo(path, rate, channels, frames, fmt, subtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from lipsync_cli import __version__
@@ -36,4 +38,20 @@ app.command("validate-mel")(validate_mel.validate_mel)
 
 
 def main() -> None:
-    app()
+    """Entry point: usage errors become one line too (Click's are a box of several lines)."""
+    try:
+        code = app(standalone_mode=False, prog_name="lipsync")
+    except Exception as exc:
+        # click's UsageError (vendored by newer Typer, imported by older) is matched by its interface
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "lipsync"
+        message = " ".join(str(exc.format_message()).split())
+        if message:  # empty when the help was shown for a bare command
+            sys.stderr.write(f"lipsync: error: {message} (see '{where} --help')\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("lipsync: error: interrupted\n")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import subprocess
+import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -73,9 +75,28 @@ def check_output_path(target: Path, overwrite: bool) -> Path:
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{target}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{target}: the directory {parent} is not writable")
+    try:  # os.access says yes to root even where the file system refuses
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".lipsync-check-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{target}: the directory {parent} is not writable ({exc.strerror or exc})") from None
     return target
+
+
+def check_encoder(settings: EncodeSettings) -> None:
+    """Refuse an encoder that this ffmpeg cannot open here (h264_nvenc without an NVIDIA GPU) before work."""
+    if settings.codec == "libx264":
+        return
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+           "color=size=256x256:rate=25:duration=0.1", *settings.video_args(), "-f", "null", "-"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InputError(f"{settings.codec}: cannot be tested ({exc})") from None
+    if done.returncode != 0:
+        lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line).strip() for line in done.stderr.splitlines()]
+        lines = [line for line in lines if line]
+        raise InputError(f"{settings.codec}: this ffmpeg cannot encode with it here: {' | '.join(lines[:2])}")
 
 
 class VideoWriter:

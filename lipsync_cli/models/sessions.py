@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from lipsync_cli.errors import DeviceError, ModelError
 
-ort.set_default_logger_severity(3)  # our own messages say what matters; ORT's warnings are noise here
+ort.set_default_logger_severity(4)  # fatal only: errors reach the user as our own one-line messages
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
 
@@ -81,7 +81,7 @@ class SessionFactory:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
+        options.log_severity_level = 4
         return options
 
     def _create(self, path: Path, providers: list) -> ort.InferenceSession:
