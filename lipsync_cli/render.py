@@ -7,12 +7,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, check_encoder, check_output_path
+from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.sessions import DeviceRequest, SessionFactory, shared_factory
-from lipsync_cli.pipeline import PipelineOptions, frame_count, render_frames
+from lipsync_cli.pipeline import PipelineOptions, frame_count, output_shape, render_frames
+from lipsync_cli.stages import BufferPool
 
 MAX_BATCH = 1024
 
@@ -71,12 +75,15 @@ def render(
     if on_start:
         on_start(total, resolved, notice)
     started = time.perf_counter()
-    writer = VideoWriter(output, character.video.width, character.video.height, character.fps, info.path, settings)
+    width, height = even(character.video.width), even(character.video.height)
+    writer = VideoWriter(output, width, height, character.fps, info.path, settings, pix_fmt="yuv420p")
     try:
-        frames = render_frames(character, info, options, factory)
+        pool = BufferPool(output_shape(character), np.uint8)
+        frames = render_frames(character, info, options, factory, pool)
         try:
             for frame in frames:
                 writer.write(frame)
+                pool.give(frame)
                 if on_frame:
                     on_frame(1)
         finally:

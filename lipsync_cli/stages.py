@@ -61,3 +61,27 @@ def threaded(source: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
     finally:
         stop.set()
         worker.join(timeout=2.0)
+
+
+class BufferPool:
+    """Reusable arrays of one shape: fresh large arrays cost page faults on every frame.
+
+    Ownership passes explicitly: `take` hands out an array that nobody else holds, and whoever is done
+    with it may `give` it back. An array that is never given back is simply garbage-collected.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: object) -> None:
+        self.shape, self.dtype = shape, dtype
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+
+    def take(self):
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            import numpy as np
+
+            return np.empty(self.shape, self.dtype)
+
+    def give(self, array) -> None:
+        if array.shape == self.shape and array.dtype == self.dtype:
+            self._free.put(array)

@@ -72,3 +72,13 @@ def test_frames_beyond_the_end_continue_the_zero_padding():
     assert np.abs(got - longer).max() <= 1e-6
     assert np.array_equal(got[: len(x) // 200 + 1], mel_spectrogram(x))
     assert np.all(got[-3:] == -4.0)
+
+
+def test_window_and_preemphasis_are_scipys():
+    from scipy.signal import get_window, lfilter
+
+    from lipsync_cli.features.mel import hann_window, preemphasis
+
+    assert np.abs(hann_window() - get_window("hann", 800, fftbins=True)).max() < 1e-15
+    x = speech_like(0.3)
+    assert np.array_equal(preemphasis(x), lfilter([1.0, -0.97], [1.0], x.astype(np.float64)))

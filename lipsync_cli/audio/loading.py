@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from lipsync_cli.errors import AudioError
 
@@ -150,6 +149,8 @@ def _resampled_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
     if up == down:
         yield from _source_blocks(info, _SCAN_BLOCK)
         return
+    from scipy.signal import resample_poly  # imported only when needed: scipy.signal takes a second to load
+
     # resample_poly's FIR reaches half_len samples of the up-sampled signal either side of an output sample.
     half_len = 10 * max(up, down)
     margin = math.ceil((math.ceil(half_len / up) + 2) / down) * down

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import characters, render, validate_mel
+from lipsync_cli.cli import bench, characters, render, validate_mel
 
 app = typer.Typer(
     name="lipsync",
@@ -35,6 +35,7 @@ def _root(
 app.command("render")(render.render_command)
 app.command("characters")(characters.characters_command)
 app.command("validate-mel")(validate_mel.validate_mel)
+app.command("bench")(bench.bench_command)
 
 
 def main() -> None:

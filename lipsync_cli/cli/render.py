@@ -9,7 +9,7 @@ import typer
 from tqdm import tqdm
 
 from lipsync_cli.characters.manifest import load_character
-from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting
+from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting, settle_heap
 from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
 from lipsync_cli.models.sessions import parse_device
 from lipsync_cli.render import default_output, render
@@ -42,6 +42,7 @@ def render_command(
         request = parse_device(device, gpu)
         char = load_character(character)
         target = output if output is not None else default_output(audio, char)
+        settle_heap()
         bar: tqdm | None = None
 
         def on_start(total: int, resolved: str, notice: str | None) -> None:

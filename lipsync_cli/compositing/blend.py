@@ -15,15 +15,17 @@ import cv2
 import numpy as np
 
 from lipsync_cli.characters.manifest import CropSpec
+from lipsync_cli.encoding.yuv import bgr_to_i420, planes
+from lipsync_cli.frames.template import TemplateFrame
 
 Blend = Literal["feather", "hard"]
 FEATHER_FRACTION = 0.12  # of the patch side
 
 
 def to_uint8(patch: np.ndarray, color: str = "bgr") -> np.ndarray:
-    """UNet output [3, h, w] in [0, 1] -> BGR uint8 [h, w, 3], rounded."""
-    image = np.rint(np.clip(patch, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(1, 2, 0)
-    return np.ascontiguousarray(image[:, :, ::-1] if color == "rgb" else image)
+    """UNet output [3, h, w] in [0, 1] -> BGR uint8 [h, w, 3], rounded half to even, saturated."""
+    channels = [cv2.convertScaleAbs(cv2.max(np.asarray(c, np.float32), 0.0), alpha=255.0) for c in patch]
+    return cv2.merge(channels[::-1] if color == "rgb" else channels)
 
 
 @lru_cache(maxsize=8)
@@ -56,6 +58,24 @@ def composite(frame: np.ndarray, box: np.ndarray, patch: np.ndarray, crop: CropS
     if blend == "hard":
         np.copyto(roi, warped, where=alpha[:, :, None] > 0.5)
     else:
-        a = alpha[:, :, None]
-        roi[:] = np.rint(roi * (1.0 - a) + warped * a).astype(np.uint8)
+        roi[:] = cv2.blendLinear(warped, roi, alpha, 1.0 - alpha)
+    return out
+
+
+def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blend: Blend,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """The output picture (I420) of a template frame with `patch` blended into its box.
+
+    Only the box region is composited and converted; the rest is the template's own I420, which the
+    region's conversion reproduces exactly (per-pixel luma, chroma of 2x2 blocks aligned to the region).
+    """
+    x0, y0, x1, y1 = frame.region
+    box = frame.box - np.array([x0, y0, x0, y0])
+    region = bgr_to_i420(composite(frame.region_bgr, box, patch, crop, blend))
+    if out is None:
+        out = frame.i420.copy()
+    else:
+        np.copyto(out, frame.i420)
+    for plane, part, s in zip(planes(out, frame.width), planes(region, x1 - x0), (1, 2, 2)):
+        plane[y0 // s : y1 // s, x0 // s : x1 // s] = part
     return out

@@ -100,7 +100,8 @@ def check_encoder(settings: EncodeSettings) -> None:
 
 
 class VideoWriter:
-    """An ffmpeg process fed raw BGR frames on stdin; optionally muxes an audio file as AAC."""
+    """An ffmpeg process fed raw frames on stdin (BGR, or I420 at an even size); optionally muxes an
+    audio file as AAC. I420 frames are taken as BT.601 limited range, and the file is tagged so."""
 
     def __init__(
         self,
@@ -111,18 +112,26 @@ class VideoWriter:
         audio: Path | None = None,
         settings: EncodeSettings = EncodeSettings(),
         extra_output_args: tuple[str, ...] = (),
+        pix_fmt: str = "bgr24",
     ) -> None:
+        if pix_fmt not in ("bgr24", "yuv420p"):
+            raise ValueError(f"pix_fmt must be bgr24 or yuv420p, not {pix_fmt}")
+        if pix_fmt == "yuv420p" and (width % 2 or height % 2):
+            raise ValueError(f"yuv420p frames need an even size, got {width}x{height}")
         self.target = Path(target)
         self.temp = temporary_path(self.target)
         self.width, self.height, self.fps = width, height, fps
+        self.shape = (height * 3 // 2, width) if pix_fmt == "yuv420p" else (height, width, 3)
         self.frames = 0
-        self._frame_bytes = width * height * 3
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-               "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+               "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}",
                "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0"]
         if audio is not None:
             cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", settings.audio_bitrate]
         cmd += settings.video_args()
+        if pix_fmt == "yuv420p":
+            cmd += ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
+                    "-color_range", "tv"]
         if width % 2 or height % 2:  # yuv420p needs even sides: pad one black row/column, never resample
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
         cmd += ["-movflags", "+faststart", *extra_output_args, "-f", "mp4", str(self.temp)]
@@ -155,8 +164,8 @@ class VideoWriter:
         return EncoderError(f"{self.target}: ffmpeg {what}: {tail}")
 
     def write(self, frame: np.ndarray) -> None:
-        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"frame must be uint8 {self.height}x{self.width}x3, got {frame.dtype} {frame.shape}")
+        if frame.shape != self.shape or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be uint8 {self.shape}, got {frame.dtype} {frame.shape}")
         try:
             self._proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))  # type: ignore[union-attr]
         except (BrokenPipeError, OSError):

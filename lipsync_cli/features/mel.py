@@ -14,7 +14,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import get_window, lfilter
 
 PadMode = Literal["constant", "reflect"]
 
@@ -69,17 +68,46 @@ def mel_filterbank(
 
 
 @lru_cache(maxsize=1)
-def _window() -> np.ndarray:
-    return get_window("hann", N_FFT, fftbins=True)
+def hann_window() -> np.ndarray:
+    """Periodic Hann window of N_FFT (scipy.signal.get_window("hann", 800), computed without scipy.signal,
+    whose import alone takes a second)."""
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)
 
 
-def frames_to_mel(padded: np.ndarray, n_frames: int) -> np.ndarray:
+def preemphasis(x: np.ndarray) -> np.ndarray:
+    """y[n] = x[n] - 0.97 x[n-1] with x[-1] = 0, in float64 (what lfilter([1, -0.97], [1], x) computes)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = x.copy()
+    y[1:] -= PREEMPHASIS * x[:-1]
+    return y
+
+
+class Workspace:
+    """Arrays reused from call to call: fresh ones of this size cost page faults on every chunk."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+    def take(self, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if rows > self.rows:
+            self.rows = max(rows, 64)
+            self.windowed = np.empty((self.rows, N_FFT))
+            self.spectrum = np.empty((self.rows, N_FFT // 2 + 1), np.complex128)
+            self.magnitude = np.empty((self.rows, N_FFT // 2 + 1))
+            self.mel = np.empty((self.rows, N_MELS))
+        return self.windowed[:rows], self.spectrum[:rows], self.magnitude[:rows], self.mel[:rows]
+
+
+def frames_to_mel(padded: np.ndarray, n_frames: int, workspace: Workspace | None = None) -> np.ndarray:
     """Normalised mel frames [n_frames, 80] from a padded signal whose frame 0 starts at index 0."""
     if n_frames <= 0:
         return np.zeros((0, N_MELS), np.float32)
     segments = sliding_window_view(padded[: (n_frames - 1) * HOP + N_FFT], N_FFT)[::HOP]
-    magnitude = np.abs(np.fft.rfft(segments * _window(), axis=1))
-    mel = magnitude @ mel_filterbank().T
+    windowed, spectrum, magnitude, mel = (workspace or Workspace()).take(n_frames)
+    np.multiply(segments, hann_window(), out=windowed)
+    np.fft.rfft(windowed, axis=1, out=spectrum)
+    np.abs(spectrum, out=magnitude)
+    np.matmul(magnitude, mel_filterbank().T, out=mel)
     db = 20.0 * np.log10(np.maximum(mel, 1e-5)) - REF_LEVEL_DB
     norm = 2 * MAX_ABS * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS
     return np.clip(norm, -MAX_ABS, MAX_ABS).astype(np.float32, copy=False)
@@ -95,7 +123,7 @@ SILENCE_FRAME_VALUE = -MAX_ABS  # the normalised mel of digital silence
 
 def mel_spectrogram(x: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray:
     """The normalised mel-spectrogram [1 + len(x) // 200, 80] of a whole 16 kHz signal."""
-    emphasised = lfilter([1.0, -PREEMPHASIS], [1.0], np.asarray(x, dtype=np.float64))
+    emphasised = preemphasis(x)
     padded = np.pad(emphasised, _PAD, mode=pad_mode)
     return frames_to_mel(padded, frame_count(len(x)))
 
@@ -118,6 +146,7 @@ class MelStream:
         self._buf = np.zeros(_PAD if pad_mode == "constant" else 0)
         self._buf_start = 0  # padded-signal index of _buf[0]
         self._finished = False
+        self._workspace = Workspace()
 
     def _emphasise(self, x: np.ndarray) -> np.ndarray:
         out = np.empty_like(x)
@@ -132,7 +161,7 @@ class MelStream:
         if count <= 0:
             return np.zeros((0, N_MELS), np.float32)
         offset = self.frames * HOP - self._buf_start
-        out = frames_to_mel(self._buf[offset:], count)
+        out = frames_to_mel(self._buf[offset:], count, self._workspace)
         self.frames += count
         drop = self.frames * HOP - self._buf_start
         self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop

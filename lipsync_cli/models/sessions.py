@@ -82,6 +82,9 @@ class SessionFactory:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 4
+        # idle threads spinning would take the cores that ffmpeg and the other stages need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
         return options
 
     def _create(self, path: Path, providers: list) -> ort.InferenceSession:

@@ -1,0 +1,259 @@
+"""Time each stage of the real pipeline on one machine, side by side, and the whole render against a
+plain ffmpeg transcode of the same frames (the physical limit of decode + encode)."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from lipsync_cli.audio.loading import CHUNK_SAMPLES
+from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.characters.manifest import Character
+from lipsync_cli.compositing.blend import composite_i420, to_uint8
+from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, ffmpeg_exe
+from lipsync_cli.encoding.yuv import even
+from lipsync_cli.features.layouts import SyncTalkGatherer
+from lipsync_cli.features.windows import FrameWindows
+from lipsync_cli.frames.crops import visual_input
+from lipsync_cli.frames.template import Template, ping_pong
+from lipsync_cli.models.inference import AudioEncoder, MouthModel
+from lipsync_cli.models.sessions import DeviceRequest, SessionFactory, parse_device
+from lipsync_cli.render import render
+
+# The seed's targets (design.md section 7) and ours, in ms.
+TARGETS = {
+    "audio front end": (5.0, 0.5),
+    "audio encoder": (2.0, 1.0),
+    "UNet": (10.0, None),  # the seed's is a GPU figure
+    "end to end": (50.0, None),
+}
+TRANSCODE_RATIO_TARGET = 1.25
+
+
+@dataclass
+class Stage:
+    name: str
+    per: str
+    samples_ms: list[float] = field(repr=False)
+    seed_target_ms: float | None = None
+    our_target_ms: float | None = None
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.samples_ms)
+
+    @property
+    def spread_ms(self) -> tuple[float, float]:
+        q = np.percentile(self.samples_ms, [10, 90])
+        return float(q[0]), float(q[1])
+
+    def met(self, device: str) -> bool | None:
+        target = self.our_target_ms if self.our_target_ms is not None else None
+        if target is None and self.seed_target_ms is not None and (self.name != "UNet" or device != "cpu"):
+            target = self.seed_target_ms
+        return None if target is None else self.median_ms <= target
+
+    def to_dict(self, device: str) -> dict:
+        p10, p90 = self.spread_ms
+        return {"per": self.per, "median_ms": self.median_ms, "p10_ms": p10, "p90_ms": p90,
+                "samples": len(self.samples_ms), "seed_target_ms": self.seed_target_ms,
+                "our_target_ms": self.our_target_ms, "met": self.met(device)}
+
+
+@dataclass
+class BenchReport:
+    character: str
+    device: str
+    provider: str
+    layout: str
+    threads: int
+    batch_size: int
+    seconds: float
+    frames: int
+    frame_size: str
+    stages: list[Stage]
+    render_seconds: float
+    transcode_seconds: float
+    peak_memory_mb: float
+    ffmpeg_peak_memory_mb: float
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.render_seconds
+
+    @property
+    def realtime(self) -> float:
+        return self.seconds / self.render_seconds
+
+    @property
+    def transcode_ratio(self) -> float:
+        return self.render_seconds / self.transcode_seconds
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["stages"] = {s.name: s.to_dict(self.device) for s in self.stages}
+        data.update(fps=self.fps, realtime=self.realtime, transcode_ratio=self.transcode_ratio,
+                    transcode_ratio_target=TRANSCODE_RATIO_TARGET,
+                    transcode_ratio_met=self.transcode_ratio <= TRANSCODE_RATIO_TARGET)
+        return data
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def _stage(name: str, per: str, samples: list[float]) -> Stage:
+    seed, ours = TARGETS.get(name, (None, None))
+    return Stage(name, per, samples, seed, ours)
+
+
+def transcode_seconds(template: Path, frames: int, settings: EncodeSettings, out: Path) -> float:
+    """A plain decode + encode of `frames` template frames with the same encoder settings."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
+           "-i", str(template), "-frames:v", str(frames), "-an", *settings.video_args(),
+           "-movflags", "+faststart", "-f", "mp4", str(out)]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - start
+
+
+def run_bench(character: Character, device: DeviceRequest, seconds: float, batch_size: int,
+              factory: SessionFactory, say: Callable[[str], None] = lambda s: None,
+              settings: EncodeSettings = EncodeSettings()) -> BenchReport:
+    settings = settings.checked()
+    resolved, notice = factory.resolve(device, character.model)
+    if notice:
+        say(f"note: {notice}")
+    encoder = AudioEncoder(factory.session(character.audio_encoder, resolved), character.encoder_contract)
+    unet = MouthModel(factory.session(character.model, resolved), character.unet_contract)
+    provider = factory.session(character.model, resolved).get_providers()[0]
+    x = speech_like(seconds, seed=3)
+    n16 = len(x)
+    stages: list[Stage] = []
+
+    say("audio front end")
+    chunk_ms, windows = [], []
+    for repeat in range(3):
+        fw = FrameWindows(n16, character.fps, character.audio.pad_mode, character.audio.window_end)  # type: ignore
+        for a in range(0, n16, CHUNK_SAMPLES):
+            chunk = x[a : a + CHUNK_SAMPLES]
+            start = time.perf_counter()
+            batch = fw.push(chunk)
+            elapsed = (time.perf_counter() - start) * 1000
+            if len(chunk) == CHUNK_SAMPLES:
+                chunk_ms.append(elapsed)
+            if repeat == 0 and batch is not None:
+                windows.append(batch.windows)
+        last = fw.finish()
+        if repeat == 0 and last is not None:
+            windows.append(last.windows)
+    stages.append(_stage("audio front end", "640 ms chunk", chunk_ms or [0.0]))
+    all_windows = np.concatenate(windows)
+    frames = len(all_windows)
+
+    say("audio encoder")
+    encoder.encode(all_windows[:batch_size])  # warm-up
+    enc_ms, features = [], []
+    for a in range(0, frames, batch_size):
+        batch = all_windows[a : a + batch_size]
+        start = time.perf_counter()
+        features.append(encoder.encode(batch))
+        enc_ms.append((time.perf_counter() - start) * 1000 / len(batch))
+    stages.append(_stage("audio encoder", "window", enc_ms))
+    feats = np.concatenate(features)
+    if character.layout == "synctalk":
+        gatherer = SyncTalkGatherer()
+        feats = np.concatenate([gatherer.push(feats), gatherer.finish()])
+
+    say("template decode + crop")
+    template = Template(character.template, character.video.frames, character.boxes, character.crop)
+    decode_ms, visuals = [], []
+    for i in range(frames):
+        k = ping_pong(i, template.count)
+        start = time.perf_counter()
+        tensor = visual_input(template.frame(k).crop, character.input)
+        elapsed = (time.perf_counter() - start) * 1000
+        if i < template.count:  # first pass: decode included
+            decode_ms.append(elapsed)
+        if len(visuals) < batch_size:
+            visuals.append(tensor)
+    stages.append(_stage("template decode + prepare", "template frame", decode_ms))
+
+    say("UNet")
+    visual_batch = np.stack(visuals)
+    n_batch = len(visual_batch)
+    unet.generate(visual_batch, feats[:n_batch])  # warm-up
+    unet_ms, patches = [], None
+    budget = time.perf_counter() + max(3.0, seconds)
+    for a in range(0, frames, n_batch):
+        f = feats[a : a + n_batch]
+        start = time.perf_counter()
+        patches = unet.generate(visual_batch[: len(f)], f)
+        unet_ms.append((time.perf_counter() - start) * 1000 / len(f))
+        if len(unet_ms) >= 3 and time.perf_counter() > budget:
+            break
+    stages.append(_stage("UNet", "frame", unet_ms))
+
+    say("composite")
+    comp_ms = []
+    rendered = []
+    for i in range(frames):
+        k = ping_pong(i, template.count)
+        patch = to_uint8(patches[i % len(patches)], character.input.color)
+        start = time.perf_counter()
+        out = composite_i420(template.frame(k), patch, character.crop, "feather")
+        comp_ms.append((time.perf_counter() - start) * 1000)
+        if len(rendered) < 50:
+            rendered.append(out)
+    stages.append(_stage("composite", "frame", comp_ms))
+
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
+        tmp_path = Path(tmp)
+        say("encode")
+        writer = VideoWriter(tmp_path / "encode.mp4", even(character.video.width), even(character.video.height),
+                             character.fps, None, settings, pix_fmt="yuv420p")
+        enc_block_ms = []
+        try:
+            for a in range(0, frames, 25):
+                block = range(a, min(frames, a + 25))
+                start = time.perf_counter()
+                for i in block:
+                    writer.write(rendered[i % len(rendered)])
+                enc_block_ms.append((time.perf_counter() - start) * 1000 / len(block))
+            flush = _timed(writer.finish)
+            enc_block_ms[-1] += flush / max(1, min(25, frames))
+        finally:
+            writer.abort()
+        stages.append(_stage("encode", "frame", enc_block_ms))
+
+        say("end to end")
+        audio = tmp_path / "speech.wav"
+        sf.write(audio, x, 16000, subtype="FLOAT")
+        stamps: list[float] = []
+        result = render(audio, character, tmp_path / "render.mp4", parse_device(resolved), batch_size, "feather",
+                        settings, overwrite=True, on_frame=lambda n: stamps.append(time.perf_counter()),
+                        factory=factory)
+        # frames leave the pipeline in bursts (a batch at a time): time blocks of 25 frames
+        blocks = [(stamps[a + 25] - stamps[a]) * 40 for a in range(0, len(stamps) - 25, 25)]
+        stages.append(_stage("end to end", "frame", blocks or [result.elapsed * 1000 / result.frames]))
+
+        say("plain ffmpeg transcode")
+        transcode = transcode_seconds(character.template, result.frames, settings, tmp_path / "transcode.mp4")
+
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return BenchReport(character.name, resolved, provider, character.layout, factory.threads, batch_size,
+                       n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}", stages,
+                       result.elapsed, transcode, usage, children)

@@ -1,0 +1,91 @@
+"""`lipsync bench`: per-stage speed on this machine, beside the seed's targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lipsync_cli.bench.measure import TRANSCODE_RATIO_TARGET, run_bench
+from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
+from lipsync_cli.characters.manifest import load_character
+from lipsync_cli.cli.common import Debug, console, err_console, run_reporting, settle_heap
+from lipsync_cli.errors import InputError
+from lipsync_cli.models.sessions import SessionFactory, parse_device
+
+
+def bench_command(
+    character: Annotated[str | None, typer.Option("--character", "-c", help="Character name or folder "
+                                                  "[default: alice].", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="'realistic': full-size Wav2Lip encoder + "
+                                              "SyncTalk_2D UNet with random weights, on alice's template.",
+                                              show_default=False)] = None,
+    device: Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seconds: Annotated[float, typer.Option("--seconds", "-s", min=0.05, help="Seconds of speech to process.")
+                       ] = 8.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, max=1024, help="Frames per model call.")
+                          ] = 16,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="onnxruntime threads [default: all "
+                                                "cores].", show_default=False)] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.",
+                                                   show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Time every stage of the pipeline (median and 10-90% spread) against the seed's targets."""
+
+    def work() -> None:
+        if character and model:
+            raise InputError("give --character or --model, not both")
+        if model not in (None, "realistic"):
+            raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
+        request = parse_device(device)
+        factory = SessionFactory(threads)
+        folder = realistic_character() if model == "realistic" else (character or "alice")
+        char = load_character(folder, factory)
+        if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
+            raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
+        settle_heap()
+        report = run_bench(char, request, seconds, batch_size, factory,
+                           say=lambda s: err_console.print(f"[dim]timing {s}...[/]" if not s.startswith("note")
+                                                           else s, soft_wrap=True))
+        if model == "realistic":
+            report.parameters = dict(PARAMETERS)
+        _print(report)
+        if json_path is not None:
+            json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+            console.print(f"figures written to {json_path}")
+
+    run_reporting(work, debug)
+
+
+def _verdict(met: bool | None) -> str:
+    return "" if met is None else ("[green]yes[/]" if met else "[red]no[/]")
+
+
+def _print(report) -> None:
+    table = Table(title=f"lipsync bench: {report.character} on {report.device} ({report.provider})")
+    for column in ("stage", "per", "median ms", "p10-p90 ms", "seed target", "our target", "met"):
+        table.add_column(column, justify="right" if "ms" in column or "target" in column else "left", no_wrap=True)
+    for s in report.stages:
+        p10, p90 = s.spread_ms
+        table.add_row(s.name, s.per, f"{s.median_ms:.3f}", f"{p10:.3f}-{p90:.3f}",
+                      "" if s.seed_target_ms is None else f"{s.seed_target_ms:g}",
+                      "" if s.our_target_ms is None else f"{s.our_target_ms:g}", _verdict(s.met(report.device)))
+    console.print(table)
+    ratio_ok = report.transcode_ratio <= TRANSCODE_RATIO_TARGET
+    lines = [
+        f"end to end: {report.frames} frames ({report.seconds:.2f} s of audio, {report.frame_size}) in "
+        f"{report.render_seconds:.2f} s = {report.fps:.1f} fps, {report.realtime:.2f}x real time",
+        f"plain ffmpeg transcode of the same frames: {report.transcode_seconds:.2f} s; render / transcode = "
+        f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
+        f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
+        f"batch {report.batch_size}, audio layout {report.layout}",
+        f"peak memory: {report.peak_memory_mb:.0f} MB (lipsync), {report.ffmpeg_peak_memory_mb:.0f} MB (ffmpeg)",
+    ]
+    if report.parameters:
+        lines.append("model parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.parameters.items()))
+    for line in lines:
+        console.print(line, soft_wrap=True)
