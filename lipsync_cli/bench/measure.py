@@ -27,7 +27,7 @@ from lipsync_cli.frames.crops import visual_input
 from lipsync_cli.frames.template import Template, ping_pong
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.models.sessions import DeviceRequest, SessionFactory, parse_device
-from lipsync_cli.render import render
+from lipsync_cli.render import default_batch, render
 
 # The seed's targets (design.md section 7) and ours, in ms.
 TARGETS = {
@@ -84,7 +84,6 @@ class BenchReport:
     render_seconds: float
     transcode_seconds: float
     peak_memory_mb: float
-    ffmpeg_peak_memory_mb: float
     parameters: dict = field(default_factory=dict)
 
     @property
@@ -129,13 +128,14 @@ def transcode_seconds(template: Path, frames: int, settings: EncodeSettings, out
     return time.perf_counter() - start
 
 
-def run_bench(character: Character, device: DeviceRequest, seconds: float, batch_size: int,
+def run_bench(character: Character, device: DeviceRequest, seconds: float, batch_size: int | None,
               factory: SessionFactory, say: Callable[[str], None] = lambda s: None,
               settings: EncodeSettings = EncodeSettings()) -> BenchReport:
     settings = settings.checked()
     resolved, notice = factory.resolve(device, character.model)
     if notice:
         say(f"note: {notice}")
+    batch_size = batch_size or default_batch(resolved)
     encoder = AudioEncoder(factory.session(character.audio_encoder, resolved), character.encoder_contract)
     unet = MouthModel(factory.session(character.model, resolved), character.unet_contract)
     provider = factory.session(character.model, resolved).get_providers()[0]
@@ -144,7 +144,7 @@ def run_bench(character: Character, device: DeviceRequest, seconds: float, batch
     stages: list[Stage] = []
 
     say("audio front end")
-    chunk_ms, windows = [], []
+    chunk_ms, partial_ms, windows = [], [], []
     for repeat in range(3):
         fw = FrameWindows(n16, character.fps, character.audio.pad_mode, character.audio.window_end)  # type: ignore
         for a in range(0, n16, CHUNK_SAMPLES):
@@ -152,14 +152,13 @@ def run_bench(character: Character, device: DeviceRequest, seconds: float, batch
             start = time.perf_counter()
             batch = fw.push(chunk)
             elapsed = (time.perf_counter() - start) * 1000
-            if len(chunk) == CHUNK_SAMPLES:
-                chunk_ms.append(elapsed)
+            (chunk_ms if len(chunk) == CHUNK_SAMPLES else partial_ms).append(elapsed)
             if repeat == 0 and batch is not None:
                 windows.append(batch.windows)
         last = fw.finish()
         if repeat == 0 and last is not None:
             windows.append(last.windows)
-    stages.append(_stage("audio front end", "640 ms chunk", chunk_ms or [0.0]))
+    stages.append(_stage("audio front end", "640 ms chunk", chunk_ms or partial_ms))  # partial: under 640 ms
     all_windows = np.concatenate(windows)
     frames = len(all_windows)
 
@@ -177,7 +176,7 @@ def run_bench(character: Character, device: DeviceRequest, seconds: float, batch
         gatherer = SyncTalkGatherer()
         feats = np.concatenate([gatherer.push(feats), gatherer.finish()])
 
-    say("template decode + crop")
+    say("template decode + prepare")
     template = Template(character.template, character.video.frames, character.boxes, character.crop)
     decode_ms, visuals = [], []
     for i in range(frames):
@@ -252,8 +251,7 @@ def run_bench(character: Character, device: DeviceRequest, seconds: float, batch
         say("plain ffmpeg transcode")
         transcode = transcode_seconds(character.template, result.frames, settings, tmp_path / "transcode.mp4")
 
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return BenchReport(character.name, resolved, provider, character.layout, factory.threads, batch_size,
                        n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}", stages,
-                       result.elapsed, transcode, usage, children)
+                       result.elapsed, transcode, usage)

@@ -25,7 +25,9 @@ def render_command(
                                                 show_default=False)] = None,
     device: Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N.")] = "auto",
     gpu: Annotated[int | None, typer.Option("--gpu", help="Short for --device cuda:N.", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Frames per model call.")] = 16,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Frames per model call "
+                                                   "(default: 4 on the CPU, 32 on a GPU).", show_default=False)
+                          ] = None,
     blend: Annotated[str, typer.Option("--blend", help="feather (soft edge, no visible box) or hard (paste).")
                      ] = "feather",
     crf: Annotated[int, typer.Option("--crf", help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")] = 18,

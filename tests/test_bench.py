@@ -1,0 +1,78 @@
+"""`lipsync bench` runs and reports every stage; the realistic models are full size. No speed is asserted."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from typer.testing import CliRunner
+
+from lipsync_cli.cli.app import app
+
+onnx = pytest.importorskip("onnx")
+
+runner = CliRunner()
+STAGES = {"audio front end", "audio encoder", "template decode + prepare", "UNet", "composite", "encode",
+          "end to end"}
+
+
+def check_report(path, frames):
+    data = json.loads(path.read_text())
+    assert set(data["stages"]) == STAGES
+    for stage in data["stages"].values():
+        assert stage["samples"] >= 1 and stage["median_ms"] > 0 and stage["p10_ms"] <= stage["p90_ms"]
+    assert data["frames"] == frames and data["device"] == "cpu" and data["provider"] == "CPUExecutionProvider"
+    for key in ("fps", "realtime", "render_seconds", "transcode_seconds", "transcode_ratio", "peak_memory_mb"):
+        assert data[key] > 0, key
+    return data
+
+
+def test_bench_alice_tiny(tmp_path):
+    out = tmp_path / "alice.json"
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--seconds", "0.4", "--batch-size", "4",
+                                 "--json", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    data = check_report(out, 10)
+    assert data["character"] == "alice" and data["layout"] == "per_frame"
+    assert "render / transcode" in result.output
+
+
+def test_bench_realistic_tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "realistic.json"
+    result = runner.invoke(app, ["bench", "--model", "realistic", "--device", "cpu", "--seconds", "0.2",
+                                 "--batch-size", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output + result.stderr
+    data = check_report(out, 5)
+    assert data["layout"] == "synctalk"
+    assert data["parameters"] == {"audio_encoder": 2_812_672, "unet": 12_186_935}
+    assert "12,186,935" in result.output
+
+
+def trainable_parameters(model):
+    """Conv weights and biases and batch-norm scale and shift, as PyTorch counts parameters."""
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            total += sum(sizes[name] for name in node.input[1:])
+        elif node.op_type == "BatchNormalization":
+            total += sizes[node.input[1]] + sizes[node.input[2]]
+    return total
+
+
+def test_realistic_models_are_full_size():
+    from lipsync_cli.models.graphs import realistic
+
+    encoder = realistic.wav2lip_audio_encoder().model("encoder")
+    unet = realistic.synctalk_unet().model("unet")
+    assert trainable_parameters(encoder) == realistic.WAV2LIP_ENCODER_PARAMETERS == 2_812_672
+    assert trainable_parameters(unet) == realistic.SYNCTALK_UNET_PARAMETERS == 12_186_935
+    enc = ort.InferenceSession(encoder.SerializeToString(), providers=["CPUExecutionProvider"])
+    net = ort.InferenceSession(unet.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in enc.get_inputs()] == [["N", 1, 80, 16]]
+    assert enc.run(None, {"mel": np.zeros((3, 1, 80, 16), np.float32)})[0].shape == (3, 512)
+    assert {i.name: i.shape for i in net.get_inputs()} == {"visual": ["N", 6, 320, 320], "audio": ["N", 32, 16, 16]}
+    out = net.run(None, {"visual": np.random.rand(1, 6, 320, 320).astype(np.float32),
+                         "audio": np.random.rand(1, 32, 16, 16).astype(np.float32)})[0]
+    assert out.shape == (1, 3, 320, 320) and 0 <= out.min() and out.max() <= 1
