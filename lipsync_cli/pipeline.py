@@ -24,7 +24,7 @@ from lipsync_cli.frames.crops import fill_visual_input
 from lipsync_cli.frames.template import TemplateFrame, open_template, ping_pong
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.models.sessions import SessionFactory, shared_factory
-from lipsync_cli.stages import BufferPool, threaded
+from lipsync_cli.stages import BufferPool, regroup, threaded
 
 
 @dataclass(frozen=True)
@@ -64,25 +64,11 @@ def audio_windows(character: Character, audio: AudioInfo, chunk: int) -> Iterato
         yield batch.windows
 
 
-def _rebatch(parts: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    held: list[np.ndarray] = []
-    count = 0
-    for part in parts:
-        held.append(part)
-        count += len(part)
-        while count >= size:
-            joined = np.concatenate(held)
-            yield joined[:size]
-            held, count = [joined[size:]], count - size
-    if count:
-        yield np.concatenate(held)
-
-
 def audio_features(character: Character, audio: AudioInfo, encoder: AudioEncoder, options: PipelineOptions
                    ) -> Iterator[np.ndarray]:
     """Per-frame audio inputs in the UNet's layout, in batches."""
     gatherer = SyncTalkGatherer() if character.layout == "synctalk" else None
-    for windows in _rebatch(audio_windows(character, audio, options.chunk_samples), options.batch_size):
+    for windows in regroup(audio_windows(character, audio, options.chunk_samples), options.batch_size):
         features = encoder.encode(windows)
         out = gatherer.push(features) if gatherer else features
         if len(out):
@@ -112,13 +98,13 @@ def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, 
     inner = character.crop.inner
     pool = BufferPool((options.batch_size, 6, inner, inner), np.float32)
     visuals = threaded(visual_batches(character, frames, options.batch_size, pool), 2, "lipsync-crops")
-    for features in _rebatch(audio_features(character, audio, encoder, options), options.batch_size):
+    for features in regroup(audio_features(character, audio, encoder, options), options.batch_size):
         batch = next(visuals)
         if len(batch.frames) != len(features):  # both are cut at the same frame numbers
             raise AssertionError(f"visual batch of {len(batch.frames)} for {len(features)} audio features")
         patches = unet.generate(batch.tensor, features)
         pool.give(batch.buffer)
-        yield from zip(batch.frames, patches)
+        yield from zip(batch.frames, patches, strict=True)
 
 
 def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, blend: Blend,

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 _DONE = object()
 _POLL = 0.05
@@ -78,10 +80,26 @@ class BufferPool:
         try:
             return self._free.get_nowait()
         except queue.Empty:
-            import numpy as np
-
             return np.empty(self.shape, self.dtype)
 
     def give(self, array) -> None:
         if array.shape == self.shape and array.dtype == self.dtype:
             self._free.put(array)
+
+
+def regroup(parts: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Regroup a stream of arrays along their first axis into arrays of exactly `size` rows (the last may
+    be shorter): audio into chunks, windows and features into batches."""
+    held: list[np.ndarray] = []
+    count = 0
+    for part in parts:
+        held.append(part)
+        count += len(part)
+        if count >= size:
+            joined = np.concatenate(held)
+            cut = count - count % size
+            for i in range(0, cut, size):
+                yield joined[i : i + size]
+            held, count = [joined[cut:]], count - cut
+    if count:
+        yield np.concatenate(held)

@@ -88,7 +88,7 @@ def test_frames_do_not_depend_on_chunk_or_batch_size(write_audio, alice):
     assert len(runs[0]) == 32
     for other in runs[1:]:
         assert len(other) == len(runs[0])
-        assert all(np.array_equal(a, b) for a, b in zip(runs[0], other))
+        assert all(np.array_equal(a, b) for a, b in zip(runs[0], other, strict=True))
 
 
 def synthetic_frame():

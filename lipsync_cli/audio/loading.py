@@ -18,6 +18,7 @@ import numpy as np
 import soundfile as sf
 
 from lipsync_cli.errors import AudioError
+from lipsync_cli.stages import regroup
 
 TARGET_RATE = 16_000
 CHUNK_SAMPLES = 10_240  # 640 ms at 16 kHz
@@ -172,26 +173,9 @@ def _resampled_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
         yield y[k0 - off : k1 - off]
 
 
-def rechunk(blocks: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
-    """Regroup a stream of 1-D arrays into arrays of exactly `size` samples (the last may be shorter)."""
-    pending: list[np.ndarray] = []
-    held = 0
-    for block in blocks:
-        pending.append(block)
-        held += len(block)
-        if held >= size:
-            joined = np.concatenate(pending)
-            cut = len(joined) - len(joined) % size
-            for i in range(0, cut, size):
-                yield joined[i : i + size]
-            pending, held = [joined[cut:]], len(joined) - cut
-    if held:
-        yield np.concatenate(pending)
-
-
 def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
     """The file as mono float32 16 kHz chunks of `chunk` samples (the last may be shorter)."""
-    return rechunk(_resampled_blocks(info), chunk)
+    return regroup(_resampled_blocks(info), chunk)
 
 
 def read_audio(path: str | Path) -> np.ndarray:

@@ -33,7 +33,7 @@ def realistic_character(folder: Path | None = None) -> Path:
     try:
         from lipsync_cli.models.graphs import realistic
     except ImportError as exc:
-        raise InputError(f"--model realistic needs the onnx package ({exc}): pip install 'lipsync-cli[bench]'") from None
+        raise InputError(f"--model realistic needs the onnx package ({exc}): pip install onnx") from None
     folder = folder or cache_dir()
     alice = bundled_dir("characters")
     if alice is None or not (alice / "alice" / "template.mp4").is_file():

@@ -7,7 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lipsync_cli.characters.manifest import check_character, find_character, list_characters, load_character, search_dirs
+from lipsync_cli.characters.manifest import (
+    check_character,
+    find_character,
+    list_characters,
+    search_dirs,
+)
 from lipsync_cli.cli.common import Debug, console, run_reporting
 
 

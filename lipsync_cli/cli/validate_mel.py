@@ -59,7 +59,8 @@ def validate_mel(
             jobs = [("synthetic 3 s", None)]
         table = Table(title=f"mel-spectrogram check (pad {pad_mode}, chunks of {chunk_samples} samples)")
         for column in ("audio", "frames", "against", "max |diff|", "mean |diff|", "tol", "result"):
-            table.add_column(column, no_wrap=True, justify="right" if "diff" in column or column == "frames" else "left")
+            right = "diff" in column or column == "frames"
+            table.add_column(column, no_wrap=True, justify="right" if right else "left")
         all_ok = True
         for name, info in jobs:
             x = read_audio(info.path) if info is not None else speech_like(3.0)

@@ -76,6 +76,6 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
         out = frame.i420.copy()
     else:
         np.copyto(out, frame.i420)
-    for plane, part, s in zip(planes(out, frame.width), planes(region, x1 - x0), (1, 2, 2)):
+    for plane, part, s in zip(planes(out, frame.width), planes(region, x1 - x0), (1, 2, 2), strict=True):
         plane[y0 // s : y1 // s, x0 // s : x1 // s] = part
     return out

@@ -10,8 +10,19 @@ import numpy as np
 from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, stream_audio
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import (
-    FMAX, FMIN, HOP, MAX_ABS, MIN_LEVEL_DB, N_FFT, N_MELS, PREEMPHASIS, REF_LEVEL_DB, SAMPLE_RATE,
-    MelStream, PadMode, mel_spectrogram,
+    FMAX,
+    FMIN,
+    HOP,
+    MAX_ABS,
+    MIN_LEVEL_DB,
+    N_FFT,
+    N_MELS,
+    PREEMPHASIS,
+    REF_LEVEL_DB,
+    SAMPLE_RATE,
+    MelStream,
+    PadMode,
+    mel_spectrogram,
 )
 
 REFERENCE_TOLERANCE = 1e-4  # max abs difference against librosa or a given reference

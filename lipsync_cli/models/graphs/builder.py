@@ -10,7 +10,7 @@ try:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("building ONNX models needs the onnx package: pip install 'lipsync-cli[bench]'") from exc
+    raise ImportError("building ONNX models needs the onnx package: pip install onnx") from exc
 
 OPSET = 17
 IR_VERSION = 8  # loadable by onnxruntime >= 1.10
