@@ -57,8 +57,8 @@ class Stage:
         return float(q[0]), float(q[1])
 
     def met(self, device: str) -> bool | None:
-        target = self.our_target_ms if self.our_target_ms is not None else None
-        if target is None and self.seed_target_ms is not None and (self.name != "UNet" or device != "cpu"):
+        target = self.our_target_ms
+        if target is None and (self.name != "UNet" or device != "cpu"):  # the seed's UNet figure is a GPU one
             target = self.seed_target_ms
         return None if target is None else self.median_ms <= target
 
