@@ -5,9 +5,17 @@ Exit status 2: bad input, found before any work starts. 1: a failure during work
 
 
 class LipsyncError(Exception):
-    """Base of every error the CLI reports as one line."""
+    """Base of every error the CLI reports as one line.
+
+    The message speaks of the job (its files and options by name), never of command-line flags; `option`
+    names the job option at fault, so that the CLI can point at its flag.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class InputError(LipsyncError):
@@ -34,6 +42,13 @@ class DeviceError(InputError):
 
 class OutputError(InputError):
     """An output path that cannot or must not be written."""
+
+
+class OutputExists(OutputError):
+    """The output exists and replacing it was not asked for."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, option="overwrite")
 
 
 class RenderError(LipsyncError):

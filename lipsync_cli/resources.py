@@ -13,3 +13,13 @@ def bundled_dir(name: str) -> Path | None:
         if candidate.is_dir():
             return candidate
     return None
+
+
+def cache_root() -> Path:
+    """Where lipsync keeps what it can make again: `$LIPSYNC_CACHE`, else `$XDG_CACHE_HOME/lipsync`, else
+    `~/.cache/lipsync`."""
+    import os
+
+    base = os.environ.get("LIPSYNC_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "lipsync")
+    return Path(base)

@@ -18,14 +18,20 @@ _DONE = object()
 _POLL = 0.05
 
 
+class Cancelled(Exception):
+    """A stage gave up because its consumer stopped."""
+
+
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
 
-def threaded(source: Iterable[T], maxsize: int, name: str) -> Iterator[T]:
+def threaded(source: Iterable[T], maxsize: int, name: str, stop: threading.Event | None = None) -> Iterator[T]:
+    """`source` on a thread. `stop` is set when the consumer stops: a source that works long between items
+    can watch it (and raise Cancelled) to end sooner."""
     items: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
-    stop = threading.Event()
+    stop = stop or threading.Event()
 
     def put(item: object) -> bool:
         while not stop.is_set():

@@ -9,6 +9,30 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Every test, and every process a test starts, caches templates in one folder of this test session,
+    never in the user's ~/.cache."""
+    import os
+
+    previous = os.environ.get("LIPSYNC_CACHE")
+    os.environ["LIPSYNC_CACHE"] = str(tmp_path_factory.mktemp("lipsync-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("LIPSYNC_CACHE", None)
+    else:
+        os.environ["LIPSYNC_CACHE"] = previous
+
+
+@pytest.fixture
+def runtime():
+    """A CPU runtime with the default budgets, closed after the test."""
+    from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+    with Runtime(RuntimeConfig(devices="cpu")) as rt:
+        yield rt
+
+
 @pytest.fixture
 def write_audio(tmp_path):
     """Write samples ([n] or [n, channels]) to a file and return its path."""

@@ -18,7 +18,7 @@ from lipsync_cli.compositing.blend import composite
 from lipsync_cli.frames.template import ping_pong
 from lipsync_cli.models.graphs.alice import MouthGeometry
 from lipsync_cli.models.sessions import cuda_unavailable_reason
-from lipsync_cli.pipeline import PipelineOptions, render_frames
+from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 
 from .conftest import REPO
 from .media import decoded_frames, probe
@@ -81,9 +81,9 @@ def test_mouth_follows_bursts_in_time(write_audio, tmp_path, alice):
     assert not is_open[times < 0.35].any()
 
 
-def test_frames_do_not_depend_on_chunk_or_batch_size(write_audio, alice):
+def test_frames_do_not_depend_on_chunk_or_batch_size(write_audio, alice, runtime):
     info = probe_audio(write_audio(speech_like(1.25, seed=5), 16000))
-    runs = [list(render_frames(alice, info, PipelineOptions(batch_size=b, chunk_samples=c)))
+    runs = [list(render_frames(alice, info, PipelineOptions(batch_size=b, chunk_samples=c), runtime))
             for b, c in ((16, 10240), (5, 777), (1, 4000), (64, 160))]
     assert len(runs[0]) == 32
     for other in runs[1:]:

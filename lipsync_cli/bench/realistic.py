@@ -7,15 +7,13 @@ import os
 from pathlib import Path
 
 from lipsync_cli.errors import InputError
-from lipsync_cli.resources import bundled_dir
+from lipsync_cli.resources import bundled_dir, cache_root
 
 VERSION = "realistic-v1"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("LIPSYNC_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "lipsync")
-    return Path(base) / VERSION
+    return cache_root() / VERSION
 
 
 def _write_once(path: Path, build) -> None:
@@ -33,11 +31,11 @@ def realistic_character(folder: Path | None = None) -> Path:
     try:
         from lipsync_cli.models.graphs import realistic
     except ImportError as exc:
-        raise InputError(f"--model realistic needs the onnx package ({exc}): pip install onnx") from None
+        raise InputError(f"the realistic models need the onnx package ({exc}): pip install onnx") from None
     folder = folder or cache_dir()
     alice = bundled_dir("characters")
     if alice is None or not (alice / "alice" / "template.mp4").is_file():
-        raise InputError("--model realistic borrows alice's template, which is not installed")
+        raise InputError("the realistic models borrow alice's template, which is not installed")
     alice = alice / "alice"
     folder.mkdir(parents=True, exist_ok=True)
     _write_once(folder / "audio_encoder.onnx",

@@ -19,7 +19,7 @@ from lipsync_cli.errors import CharacterError, LipsyncError
 from lipsync_cli.features.layouts import Layout
 from lipsync_cli.features.windows import parse_fps
 from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
-from lipsync_cli.models.sessions import SessionFactory, shared_factory
+from lipsync_cli.models.sessions import read_signature
 from lipsync_cli.resources import bundled_dir
 
 MANIFEST = "character.toml"
@@ -228,8 +228,9 @@ def _load_boxes(path: Path, video: TemplateInfo, template: Path) -> np.ndarray:
     return boxes
 
 
-def load_character(name_or_path: str | Path, factory: SessionFactory | None = None) -> Character:
-    """Find, read and fully check a character; raise CharacterError/ModelError with a one-line reason."""
+def load_character(name_or_path: str | Path) -> Character:
+    """Find, read and fully check a character; raise CharacterError/ModelError with a one-line reason.
+    The models' signatures are read without keeping a session open."""
     root = find_character(name_or_path)
     data = _read_manifest(root)
     fps, crop, input_spec, audio = _specs(root, data)
@@ -237,9 +238,8 @@ def load_character(name_or_path: str | Path, factory: SessionFactory | None = No
     model, encoder = _file(root, data, "model"), _file(root, data, "audio_encoder")
     video = probe_template(template)
     boxes = _load_boxes(boxes_path, video, template)
-    factory = factory or shared_factory()
-    encoder_contract = check_audio_encoder(factory.session(encoder, "cpu"), encoder)
-    unet_contract = check_unet(factory.session(model, "cpu"), model, crop.inner)
+    encoder_contract = check_audio_encoder(read_signature(encoder), encoder)
+    unet_contract = check_unet(read_signature(model), model, crop.inner)
     name = data.get("name", root.name)
     return Character(str(name), root, fps, template, boxes, model, encoder, crop, input_spec, audio, video,
                      encoder_contract, unet_contract)

@@ -7,7 +7,8 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import bench, characters, render, validate_mel
+from lipsync_cli.cli import batch, bench, characters, render, validate_mel
+from lipsync_cli.cli.cache import cache_app
 
 app = typer.Typer(
     name="lipsync",
@@ -33,13 +34,18 @@ def _root(
 
 
 app.command("render")(render.render_command)
+app.command("batch")(batch.batch_command)
 app.command("characters")(characters.characters_command)
 app.command("validate-mel")(validate_mel.validate_mel)
 app.command("bench")(bench.bench_command)
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:
     """Entry point: usage errors become one line too (Click's are a box of several lines)."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(4)  # fatal only: errors reach the user as our own one-line messages
     try:
         code = app(standalone_mode=False, prog_name="lipsync")
     except Exception as exc:

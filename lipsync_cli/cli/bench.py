@@ -14,7 +14,7 @@ from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
 from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.cli.common import Debug, console, err_console, run_reporting, settle_heap
 from lipsync_cli.errors import InputError
-from lipsync_cli.models.sessions import SessionFactory, parse_device
+from lipsync_cli.models.devices import parse_device
 
 
 def bench_command(
@@ -43,13 +43,12 @@ def bench_command(
         if model not in (None, "realistic"):
             raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
         request = parse_device(device)
-        factory = SessionFactory(threads)
         folder = realistic_character() if model == "realistic" else (character or "alice")
-        char = load_character(folder, factory)
+        char = load_character(folder)
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         settle_heap()
-        report = run_bench(char, request, seconds, batch_size, factory,
+        report = run_bench(char, request, seconds, batch_size, threads,
                            say=lambda s: err_console.print(f"[dim]timing {s}...[/]" if not s.startswith("note")
                                                            else s, soft_wrap=True))
         if model == "realistic":
@@ -84,6 +83,8 @@ def _print(report) -> None:
         f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
         f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
         f"batch {report.batch_size}, audio layout {report.layout}",
+        f"first render {report.cold_render_seconds:.2f} s (template decoded), second render "
+        f"{report.warm_render_seconds:.2f} s (template from the cache): {report.warm_speedup:.2f}x faster",
         f"peak memory of lipsync (ffmpeg not included): {report.peak_memory_mb:.0f} MB",
     ]
     if report.parameters:

@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from lipsync_cli.errors import Interrupted, LipsyncError
+from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
 
 T = TypeVar("T")
 
@@ -27,6 +27,30 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+# job option -> (how the library names it at the start of a message, the flag)
+_FLAGS = {
+    "batch_size": ("batch size", "--batch-size"), "blend": ("blend", "--blend"), "device": ("device", "--device"),
+    "gpu": ("GPU", "--gpu"), "devices": ("device list", "--devices"),
+    "max_models": ("the model budget", "--max-models"),
+    "max_memory": ("the memory budget", "--max-memory"), "eviction": ("eviction policy", "--eviction"),
+    "codec": ("codec", "--codec"), "preset": ("preset", "--preset"), "crf": ("crf", "--crf"),
+}
+
+
+def cli_message(exc: LipsyncError) -> str:
+    """The library's message in the CLI's terms: the flag that sets the option at fault."""
+    message = str(exc)
+    if isinstance(exc, OutputExists):
+        return f"{message}; pass --overwrite to replace it"
+    if exc.option in _FLAGS:
+        name, flag = _FLAGS[exc.option]
+        if message.startswith(name + " "):
+            return flag + message[len(name):]
+        if flag not in message:
+            return f"{message} ({flag})"
+    return message
 
 
 def fail(message: str, exit_code: int, debug: bool = False) -> typer.Exit:
@@ -65,7 +89,7 @@ def run_reporting(work: Callable[[], T], debug: bool) -> T:
     except KeyboardInterrupt:
         raise fail("interrupted", Interrupted.exit_code, debug) from None
     except LipsyncError as exc:
-        raise fail(str(exc), exc.exit_code, debug) from None
+        raise fail(cli_message(exc), exc.exit_code, debug) from None
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         hint = "" if debug else " (run with --debug for the traceback)"
         raise fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1, debug) from None

@@ -8,21 +8,46 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from lipsync_cli.characters.manifest import load_character
+from lipsync_cli.batch.report import JobRecord
+from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
+from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, expand_audio
+from lipsync_cli.cli.batching import (
+    Devices,
+    DryRun,
+    Eviction,
+    Jobs,
+    KeepGoing,
+    MaxMemory,
+    MaxModels,
+    NamePattern,
+    OutputDir,
+    Report,
+    SkipExisting,
+    run_batch,
+    runtime_config,
+)
 from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting, settle_heap
+from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
-from lipsync_cli.models.sessions import parse_device
-from lipsync_cli.render import default_output, render
+from lipsync_cli.errors import InputError
+from lipsync_cli.models.devices import parse_device
+from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, RenderOptions, Started, execute, plan
+from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
 def render_command(
-    audio: Annotated[Path, typer.Argument(help="Speech recording: WAV, FLAC, OGG, ... at any rate, any channels.",
-                                          show_default=False)],
+    audio: Annotated[list[str], typer.Argument(help="Speech recordings (WAV, FLAC, OGG, ... at any rate, any "
+                                               "channels), folders of them, or glob patterns.",
+                                               show_default=False)],
     character: Annotated[str, typer.Option("--character", "-c", help="Character name or folder.",
                                            show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output MP4 (default: "
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output MP4, for one input (default: "
                                                 "<audio stem>_<character>.mp4 in the current directory).",
                                                 show_default=False)] = None,
+    output_dir: OutputDir = None,
+    name: NamePattern = DEFAULT_NAME,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Take audio files from subfolders too.")
+                         ] = False,
     device: Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N.")] = "auto",
     gpu: Annotated[int | None, typer.Option("--gpu", help="Short for --device cuda:N.", show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Frames per model call "
@@ -34,38 +59,79 @@ def render_command(
     preset: Annotated[str | None, typer.Option("--preset", help="Encoder preset (default veryfast for libx264, "
                                                "p4 for h264_nvenc).", show_default=False)] = None,
     codec: Annotated[str, typer.Option("--codec", help=" or ".join(CODECS) + ".")] = "libx264",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    skip_existing: SkipExisting = False,
+    keep_going: KeepGoing = False,
+    jobs: Jobs = DEFAULT_JOBS,
+    devices: Devices = "auto",
+    max_models: MaxModels = None,
+    max_memory: MaxMemory = None,
+    eviction: Eviction = "lfu",
+    report: Report = None,
+    dry_run: DryRun = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache "
+                                           "(see `lipsync cache`).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Render AUDIO spoken by a character into an H.264 MP4 with the audio muxed in."""
+    """Render AUDIO spoken by a character into an H.264 MP4 with the audio muxed in; several AUDIO (files,
+    folders, globs) render as a batch."""
 
-    def work() -> None:
-        request = parse_device(device, gpu)
-        char = load_character(character)
-        target = output if output is not None else default_output(audio, char)
+    def work() -> int:
+        options = RenderOptions(parse_device(device, gpu), batch_size, blend,  # type: ignore[arg-type]
+                                EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
+        inputs = expand_audio(audio, recursive)
+        single = len(audio) == 1 and len(inputs) == 1 and not Path(audio[0]).is_dir()
+        if not inputs:
+            folders = [a for a in audio if Path(a).is_dir()]
+            raise InputError(f"{folders[0]}: is a directory with no audio files" if folders
+                             else f"{', '.join(audio)}: no audio files found")
+        if output is not None and not single:
+            raise InputError(f"an output file (-o) is for one input, and {len(inputs)} were given: use --output-dir "
+                             "and --name")
+        if single and not (dry_run or report or skip_existing or keep_going or output_dir):
+            job = RenderJob(inputs[0], character, output, options)
+            _render_one(job, RuntimeConfig(devices=devices, cache=not no_cache), quiet)
+            return 0
+        entries = [Entry(i, str(path), RenderJob(path, character, output, options))
+                   for i, path in enumerate(inputs, 1)]
+        settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
+        config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
+        return run_batch(entries, settings, config, report, dry_run, quiet)
+
+    raise typer.Exit(run_reporting(work, debug))
+
+
+def _render_one(job: RenderJob, config: RuntimeConfig, quiet: bool) -> None:
+    notify = None if quiet else (lambda message: err_console.print(f"[yellow]note:[/] {message}", soft_wrap=True))
+    with Runtime(config, notify=notify) as runtime:
+        planned = plan(job, runtime)
         settle_heap()
         bar: tqdm | None = None
+        record = JobRecord(1, str(job.audio), str(job.audio), planned.character.name, str(planned.output))
+        plain = BatchProgress(1, planned.frames, interactive=False, enabled=not quiet and not is_interactive())
 
-        def on_start(total: int, resolved: str, notice: str | None) -> None:
+        def on_event(event: RenderEvent) -> None:
             nonlocal bar
-            if notice and not quiet:
-                err_console.print(f"[yellow]note:[/] {notice}", soft_wrap=True)
-            if not quiet and is_interactive():
-                bar = tqdm(total=total, unit="frame", desc=f"{char.name} on {resolved}", dynamic_ncols=True)
+            if isinstance(event, FramesDone):
+                if bar is not None:
+                    bar.update(event.frames)
+                plain.update(record, event)
+            elif isinstance(event, Started):
+                if event.notice:
+                    runtime.notify(event.notice)
+                if not quiet and is_interactive():
+                    bar = tqdm(total=event.frames, unit="frame", desc=f"{planned.character.name} on {event.device}",
+                               dynamic_ncols=True)
 
         try:
-            result = render(audio, char, target, request, batch_size, blend,
-                            EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite,
-                            on_start=on_start, on_frame=lambda n: bar.update(n) if bar is not None else None)
+            result = execute(planned, runtime, on_event)
         finally:
             if bar is not None:
                 bar.close()
-        if not quiet:
-            err_console.print(
-                f"{result.frames} frames ({result.audio_seconds:.2f} s of audio) in {result.elapsed:.2f} s: "
-                f"{result.fps:.1f} fps, {result.realtime:.2f}x real time on {result.device} -> {result.output}",
-                soft_wrap=True,
-            )
-
-    run_reporting(work, debug)
+    if not quiet:
+        err_console.print(
+            f"{result.frames} frames ({result.audio_seconds:.2f} s of audio) in {result.elapsed:.2f} s: "
+            f"{result.fps:.1f} fps, {result.realtime:.2f}x real time on {result.device} -> {result.output}",
+            soft_wrap=True,
+        )

@@ -20,7 +20,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from lipsync_cli.errors import EncoderError, InputError, OutputError
+from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
 
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
@@ -41,13 +41,14 @@ class EncodeSettings:
 
     def checked(self) -> EncodeSettings:
         if self.codec not in CODECS:
-            raise InputError(f"unknown codec {self.codec!r}: use {' or '.join(CODECS)}")
+            raise InputError(f"unknown codec {self.codec!r}: use {' or '.join(CODECS)}", option="codec")
         presets = X264_PRESETS if self.codec == "libx264" else NVENC_PRESETS
         preset = self.preset or presets[2 if self.codec == "libx264" else 3]
         if preset not in presets:
-            raise InputError(f"preset {preset!r} does not exist for {self.codec}: use one of {', '.join(presets)}")
+            raise InputError(f"preset {preset!r} does not exist for {self.codec}: use one of {', '.join(presets)}",
+                             option="preset")
         if not 0 <= self.crf <= 51:
-            raise InputError(f"crf must be 0-51, not {self.crf}")
+            raise InputError(f"crf must be 0-51, not {self.crf}", option="crf")
         return EncodeSettings(self.codec, preset, self.crf, self.audio_bitrate, self.threads)
 
     def video_args(self) -> list[str]:
@@ -71,7 +72,7 @@ def check_output_path(target: Path, overwrite: bool) -> Path:
     if target.is_dir():
         raise OutputError(f"{target}: is a directory; give a file name such as {target / 'out.mp4'}")
     if target.exists() and not overwrite:
-        raise OutputError(f"{target}: exists; pass --overwrite to replace it")
+        raise OutputExists(f"{target}: exists")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{target}: the directory {parent} does not exist")
@@ -172,13 +173,21 @@ class VideoWriter:
             raise self._failure("stopped while encoding") from None
         self.frames += 1
 
-    def finish(self) -> Path:
-        """Close the stream and wait for ffmpeg; the file stays under its temporary name."""
+    def finish(self, cancel: threading.Event | None = None) -> Path:
+        """Close the stream and wait for ffmpeg; the file stays under its temporary name. Setting `cancel`
+        meanwhile raises Interrupted (the caller's `abort` then stops ffmpeg)."""
         try:
             self._proc.stdin.close()  # type: ignore[union-attr]
         except (BrokenPipeError, OSError):
             pass
-        if self._proc.wait() != 0:
+        while True:
+            try:
+                code = self._proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    raise Interrupted("stopped") from None
+        if code != 0:
             raise self._failure("failed")
         self._reader.join(timeout=2)
         return self.temp
@@ -192,11 +201,11 @@ class VideoWriter:
             os.link(self.temp, self.target)  # fails if the target appeared meanwhile
         except FileExistsError:
             self._remove_temp()
-            raise OutputError(f"{self.target}: appeared during the render; pass --overwrite to replace it") from None
+            raise OutputExists(f"{self.target}: appeared during the render") from None
         except OSError:  # file systems without hard links
             if self.target.exists():
                 self._remove_temp()
-                raise OutputError(f"{self.target}: exists; pass --overwrite to replace it") from None
+                raise OutputExists(f"{self.target}: exists") from None
             os.replace(self.temp, self.target)
             return self.target
         self._remove_temp()

@@ -5,17 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnxruntime as ort
-
 from lipsync_cli.errors import ModelError
 from lipsync_cli.features.layouts import Layout, detect_layout
+from lipsync_cli.models.sessions import Signature, TensorInfo
 
 MEL_WINDOW = (1, 80, 16)
 FEATURES = 512
 
 
-def _shape(value) -> tuple:
-    return tuple(d if isinstance(d, int) else "N" for d in value.shape)
+def _shape(value: TensorInfo) -> tuple:
+    return value.shape
 
 
 def _fits(shape: tuple, tail: tuple) -> bool:
@@ -50,8 +49,8 @@ class UNetContract:
     fixed_batch: int | None
 
 
-def check_audio_encoder(session: ort.InferenceSession, path: Path) -> EncoderContract:
-    inputs, outputs = session.get_inputs(), session.get_outputs()
+def check_audio_encoder(signature: Signature, path: Path) -> EncoderContract:
+    inputs, outputs = signature.inputs, signature.outputs
     if len(inputs) != 1 or not _fits(_shape(inputs[0]), MEL_WINDOW):
         raise ModelError(f"{path}: audio encoder input must be one [N, 1, 80, 16] tensor, found {_describe(inputs)}")
     if len(outputs) < 1 or not _fits(_shape(outputs[0]), (FEATURES,)):
@@ -59,8 +58,8 @@ def check_audio_encoder(session: ort.InferenceSession, path: Path) -> EncoderCon
     return EncoderContract(path, inputs[0].name, outputs[0].name, _batch(_shape(inputs[0])))
 
 
-def check_unet(session: ort.InferenceSession, path: Path, size: int) -> UNetContract:
-    inputs, outputs = session.get_inputs(), session.get_outputs()
+def check_unet(signature: Signature, path: Path, size: int) -> UNetContract:
+    inputs, outputs = signature.inputs, signature.outputs
     visual = [v for v in inputs if _fits(_shape(v), (6, size, size))]
     audio = [v for v in inputs if len(_shape(v)) >= 2 and detect_layout(_shape(v)) is not None]
     if len(inputs) != 2 or len(visual) != 1 or len(audio) != 1:

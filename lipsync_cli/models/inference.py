@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,10 @@ from lipsync_cli.models.contracts import EncoderContract, UNetContract
 class BatchedModel:
     """session.run over any number of items, split to a fixed batch size when the model has one."""
 
-    def __init__(self, session: ort.InferenceSession, path: Path, output: str, fixed_batch: int | None) -> None:
+    def __init__(self, session: ort.InferenceSession, path: Path, output: str, fixed_batch: int | None,
+                 on_run: Callable[[int, float], None] | None = None) -> None:
         self.session, self.path, self.output, self.fixed_batch = session, path, output, fixed_batch
+        self.on_run = on_run  # (items, seconds) after each call
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
@@ -25,6 +29,13 @@ class BatchedModel:
             raise InferenceError(f"{self.path}: inference failed ({detail})") from None
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        started = time.perf_counter()
+        out = self._batched(feeds)
+        if self.on_run is not None:
+            self.on_run(len(out), time.perf_counter() - started)
+        return out
+
+    def _batched(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(feeds.values())))
         step = self.fixed_batch
         if step is None or step == n:
@@ -50,8 +61,9 @@ class AudioEncoder(BatchedModel):
 
 
 class MouthModel(BatchedModel):
-    def __init__(self, session: ort.InferenceSession, contract: UNetContract) -> None:
-        super().__init__(session, contract.path, contract.output, contract.fixed_batch)
+    def __init__(self, session: ort.InferenceSession, contract: UNetContract,
+                 on_run: Callable[[int, float], None] | None = None) -> None:
+        super().__init__(session, contract.path, contract.output, contract.fixed_batch, on_run)
         self.visual, self.audio = contract.visual, contract.audio
 
     def generate(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:

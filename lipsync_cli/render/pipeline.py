@@ -9,8 +9,10 @@ Each arrow with a thread behind it is a bounded queue, so memory does not grow w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,15 +23,19 @@ from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
 from lipsync_cli.frames.crops import fill_visual_input
-from lipsync_cli.frames.template import TemplateFrame, open_template, ping_pong
+from lipsync_cli.frames.store import Template
+from lipsync_cli.frames.template import TemplateFrame, ping_pong
+from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
-from lipsync_cli.models.sessions import SessionFactory, shared_factory
 from lipsync_cli.stages import BufferPool, regroup, threaded
+
+if TYPE_CHECKING:
+    from lipsync_cli.runtime import Runtime
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    device: str = "cpu"  # a resolved device: "cpu" or "cuda:N"
+    device: Device = CPU
     batch_size: int = 16
     blend: Blend = "feather"
     chunk_samples: int = CHUNK_SAMPLES
@@ -79,49 +85,67 @@ def audio_features(character: Character, audio: AudioInfo, encoder: AudioEncoder
             yield rest
 
 
-def visual_batches(character: Character, frames: int, batch_size: int, pool: BufferPool) -> Iterator[_VisualBatch]:
+def visual_batches(character: Character, template: Template, frames: int, batch_size: int, pool: BufferPool,
+                   stop: threading.Event | None = None) -> Iterator[_VisualBatch]:
     """The UNet's visual inputs for frames 0 .. frames-1, in batches of batch_size (the last may be short)."""
-    template = open_template(character)
     for first in range(0, frames, batch_size):
         count = min(batch_size, frames - first)
         buffer = pool.take()
-        batch = [template.frame(ping_pong(i, template.count)) for i in range(first, first + count)]
+        batch = [template.frame(ping_pong(i, template.count), stop) for i in range(first, first + count)]
         for slot, frame in enumerate(batch):
             fill_visual_input(buffer[slot], frame.crop, character.input)
         yield _VisualBatch(batch, buffer[:count], buffer)
 
 
-def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, factory: SessionFactory,
-              frames: int) -> Iterator[tuple[TemplateFrame, np.ndarray]]:
-    encoder = AudioEncoder(factory.session(character.audio_encoder, options.device), character.encoder_contract)
-    unet = MouthModel(factory.session(character.model, options.device), character.unet_contract)
+def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, encoder: AudioEncoder,
+              unet: MouthModel, template: Template, frames: int) -> Iterator[tuple[TemplateFrame, np.ndarray]]:
     inner = character.crop.inner
     pool = BufferPool((options.batch_size, 6, inner, inner), np.float32)
-    visuals = threaded(visual_batches(character, frames, options.batch_size, pool), 2, "lipsync-crops")
-    for features in regroup(audio_features(character, audio, encoder, options), options.batch_size):
-        batch = next(visuals)
-        if len(batch.frames) != len(features):  # both are cut at the same frame numbers
-            raise AssertionError(f"visual batch of {len(batch.frames)} for {len(features)} audio features")
-        patches = unet.generate(batch.tensor, features)
-        pool.give(batch.buffer)
-        yield from zip(batch.frames, patches, strict=True)
+    stop = threading.Event()
+    visuals = threaded(visual_batches(character, template, frames, options.batch_size, pool, stop), 2,
+                       "lipsync-crops", stop)
+    try:
+        for features in regroup(audio_features(character, audio, encoder, options), options.batch_size):
+            batch = next(visuals)
+            if len(batch.frames) != len(features):  # both are cut at the same frame numbers
+                raise AssertionError(f"visual batch of {len(batch.frames)} for {len(features)} audio features")
+            patches = unet.generate(batch.tensor, features)
+            pool.give(batch.buffer)
+            yield from zip(batch.frames, patches, strict=True)
+    finally:
+        visuals.close()
 
 
 def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, blend: Blend,
                pool: BufferPool | None) -> Iterator[np.ndarray]:
-    for frame, patch in items:
-        out = pool.take() if pool is not None else None
-        yield composite_i420(frame, to_uint8(patch, character.input.color), character.crop, blend, out)
+    try:
+        for frame, patch in items:
+            out = pool.take() if pool is not None else None
+            yield composite_i420(frame, to_uint8(patch, character.input.color), character.crop, blend, out)
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
-def render_frames(character: Character, audio: AudioInfo, options: PipelineOptions = PipelineOptions(),
-                  factory: SessionFactory | None = None, pool: BufferPool | None = None) -> Iterator[np.ndarray]:
+def render_frames(character: Character, audio: AudioInfo, options: PipelineOptions, runtime: Runtime,
+                  pool: BufferPool | None = None) -> Iterator[np.ndarray]:
     """Every output frame as I420 uint8 [H * 3 // 2, W] (the template's size rounded up to even), in order;
-    exactly frame_count() of them. With a `pool` (of output_shape), frames are taken from it, and the
-    caller may give each back once it is done with it."""
-    factory = factory or shared_factory()
+    exactly frame_count() of them. The models are leased from the runtime's registry and the template is
+    read through its store for as long as the frames flow. With a `pool` (of output_shape), frames are
+    taken from it, and the caller may give each back once it is done with it."""
     frames = frame_count(character, audio)
-    generated = threaded(_generate(character, audio, options, factory, frames), 2 * options.batch_size,
-                         "lipsync-inference")
-    yield from threaded(_composite(generated, character, options.blend, pool), options.batch_size,
-                        "lipsync-composite")
+    files = (character.audio_encoder, character.model)
+    with runtime.registry.lease(files, options.device, character.name) as lease, \
+            runtime.templates.open(character) as template:
+        encoder_session, unet_session = lease.sessions
+        encoder = AudioEncoder(encoder_session, character.encoder_contract)
+        unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record)
+        generated = threaded(_generate(character, audio, options, encoder, unet, template, frames),
+                             2 * options.batch_size, "lipsync-inference")
+        composited = threaded(_composite(generated, character, options.blend, pool), options.batch_size,
+                              "lipsync-composite")
+        try:
+            yield from composited
+        finally:
+            composited.close()

@@ -1,0 +1,64 @@
+"""What happened to each job of a batch, and the JSON report, written atomically."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from lipsync_cli.models.registry import ModelStats
+
+Status = Literal["ok", "failed", "refused", "skipped", "not started"]
+REPORT_VERSION = 1
+
+
+@dataclass
+class JobRecord:
+    index: int
+    source: str
+    audio: str
+    character: str
+    output: str | None
+    status: Status = "not started"
+    frames: int | None = None
+    audio_seconds: float | None = None
+    wall_seconds: float | None = None
+    device: str | None = None
+    error: str | None = None
+
+    @property
+    def fps(self) -> float | None:
+        if self.frames is None or not self.wall_seconds:
+            return None
+        return self.frames / self.wall_seconds
+
+    def to_json(self) -> dict:
+        return dict(asdict(self), fps=self.fps)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_report(path: Path, records: list[JobRecord], models: list[ModelStats], outcome: str, exit_code: int,
+                 started: str) -> None:
+    """Write the report under a temporary name and rename it into place."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    data = {
+        "version": REPORT_VERSION, "started": started, "finished": _now(), "outcome": outcome,
+        "exit_code": exit_code, "counts": counts,
+        "frames": sum(r.frames or 0 for r in records if r.status == "ok"),
+        "jobs": [r.to_json() for r in records],
+        "models": [m.to_json() for m in models],
+    }
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temp, path)
+
+
+now = _now

@@ -1,0 +1,73 @@
+"""`lipsync batch JOBS`: render a CSV or JSONL job list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
+from lipsync_cli.batch.sources import DEFAULT_NAME, JOB_COLUMNS, read_job_file
+from lipsync_cli.cli.batching import (
+    Devices,
+    DryRun,
+    Eviction,
+    Jobs,
+    KeepGoing,
+    MaxMemory,
+    MaxModels,
+    NamePattern,
+    OutputDir,
+    Report,
+    SkipExisting,
+    run_batch,
+    runtime_config,
+)
+from lipsync_cli.cli.common import Debug, run_reporting
+from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
+from lipsync_cli.models.devices import parse_device
+from lipsync_cli.render import RenderOptions
+
+
+def batch_command(
+    jobs_file: Annotated[Path, typer.Argument(metavar="JOBS", help="A CSV file with a header row, or a JSONL file "
+                                              f"(.jsonl): columns {', '.join(JOB_COLUMNS)}; relative paths are "
+                                              "relative to the file.", show_default=False)],
+    output_dir: OutputDir = None,
+    name: NamePattern = DEFAULT_NAME,
+    device: Annotated[str, typer.Option("--device", "-d", help="Default device of a job: auto, cpu, cuda or "
+                                        "cuda:N.")] = "auto",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Default frames per model call.",
+                                                   show_default=False)] = None,
+    blend: Annotated[str, typer.Option("--blend", help="Default blend: feather or hard.")] = "feather",
+    crf: Annotated[int, typer.Option("--crf", help="Default quality: 0 lossless .. 51 worst.")] = 18,
+    preset: Annotated[str | None, typer.Option("--preset", help="Default encoder preset.", show_default=False)
+                      ] = None,
+    codec: Annotated[str, typer.Option("--codec", help="Default codec: " + " or ".join(CODECS) + ".")
+                     ] = "libx264",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    skip_existing: SkipExisting = False,
+    keep_going: KeepGoing = False,
+    jobs: Jobs = DEFAULT_JOBS,
+    devices: Devices = "auto",
+    max_models: MaxModels = None,
+    max_memory: MaxMemory = None,
+    eviction: Eviction = "lfu",
+    report: Report = None,
+    dry_run: DryRun = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Render every job of a job list, planned in full before any work."""
+
+    def work() -> int:
+        defaults = RenderOptions(parse_device(device), batch_size, blend,  # type: ignore[arg-type]
+                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
+        entries = read_job_file(jobs_file, defaults)
+        settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
+        config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
+        return run_batch(entries, settings, config, report, dry_run, quiet)
+
+    raise typer.Exit(run_reporting(work, debug))

@@ -1,0 +1,174 @@
+"""What `lipsync render` (several inputs) and `lipsync batch` share: the options, planning every job before
+work, the bad-job lines, the dry run, the summary table and the report."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lipsync_cli.batch.report import JobRecord, now, write_report
+from lipsync_cli.batch.runner import Batch, BatchSettings
+from lipsync_cli.batch.sources import Entry
+from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive
+from lipsync_cli.cli.progress import BatchProgress
+from lipsync_cli.errors import InputError, Interrupted
+from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+MAX_BAD_LINES = 20
+
+OutputDir = Annotated[Path | None, typer.Option("--output-dir", help="Folder for the outputs (default: the current "
+                                                "directory).", show_default=False)]
+NamePattern = Annotated[str, typer.Option("--name", help="Output file name; fields {stem}, {character}, {index}.")]
+KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Render the good jobs even if some are bad or fail "
+                                         "(exit 1 at the end if any was refused or failed).")]
+SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip jobs whose output exists (resume a "
+                                            "batch).")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Jobs in flight per device. 2 lets one job encode while "
+                                   "the next one's models run; more only helps with cores or GPU time to spare.")]
+Devices = Annotated[str, typer.Option("--devices", help="Devices to spread the jobs over: auto, cpu, "
+                                      "cuda:0,cuda:1, cuda:all.")]
+MaxModels = Annotated[int | None, typer.Option("--max-models", help="Characters kept loaded per device (default: "
+                                               "no limit).", show_default=False)]
+MaxMemory = Annotated[str | None, typer.Option("--max-memory", help="Memory for loaded models per device, e.g. "
+                                               "8G or 512M (default: no limit).", show_default=False)]
+Eviction = Annotated[str, typer.Option("--eviction", help="Which loaded character makes room: lfu (least often "
+                                       "used) or lru (least recently used).")]
+Report = Annotated[Path | None, typer.Option("--report", help="Write a JSON report of every job here (also after "
+                                             "a failure or an interrupt).", show_default=False)]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Check every job and show what would be rendered; render "
+                                      "nothing.")]
+
+
+def parse_size(text: str | None) -> int | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", text.lower())
+    if not match:
+        raise InputError(f"memory size {text!r} is not a size such as 8G or 512M", option="max_memory")
+    return int(float(match.group(1)) * 1024 ** "_kmgt".index(match.group(2) or "_"))
+
+
+def runtime_config(devices: str, max_models: int | None, max_memory: str | None, eviction: str,
+                   cache: bool = True) -> RuntimeConfig:
+    if eviction not in ("lfu", "lru"):
+        raise InputError(f"eviction policy must be lfu or lru, not {eviction!r}", option="eviction")
+    return RuntimeConfig(devices=devices, max_models=max_models, max_memory=parse_size(max_memory),
+                         eviction=eviction, cache=cache)  # type: ignore[arg-type]
+
+
+def _bad_lines(batch: Batch, records: list[JobRecord]) -> None:
+    bad = [r for r in records if r.status == "refused"]
+    for record in bad[:MAX_BAD_LINES]:
+        exc = batch.errors.get(record.index)
+        message = cli_message(exc) if exc is not None else record.error
+        prefix = "" if message and message.startswith(record.source) else f"{record.source}: "
+        err_console.print(f"lipsync: error: {prefix}{message}", soft_wrap=True, highlight=False, markup=False)
+    if len(bad) > MAX_BAD_LINES:
+        err_console.print(f"lipsync: error: ... and {len(bad) - MAX_BAD_LINES} more bad jobs", soft_wrap=True)
+
+
+def _plan_table(records: list[JobRecord]) -> Table:
+    table = Table(title="lipsync: what would be rendered")
+    for column in ("job", "status", "character", "frames", "audio s", "device", "output"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        status = "would render" if r.status == "not started" else r.status
+        table.add_row(r.source, status, r.character, "" if r.frames is None else str(r.frames),
+                      "" if r.audio_seconds is None else f"{r.audio_seconds:.2f}", r.device or "",
+                      r.output or (r.error or ""))
+    return table
+
+
+def _summary(records: list[JobRecord]) -> Table:
+    table = Table(title="lipsync: batch summary")
+    for column in ("job", "status", "frames", "seconds", "fps", "device", "output or error"):
+        table.add_column(column, overflow="fold")
+    colour = {"ok": "green", "skipped": "cyan", "failed": "red", "refused": "red", "not started": "yellow"}
+    for r in records:
+        table.add_row(r.source, f"[{colour[r.status]}]{r.status}[/]", "" if r.frames is None else str(r.frames),
+                      "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}",
+                      "" if r.fps is None else f"{r.fps:.1f}", r.device or "",
+                      r.output if r.status in ("ok", "skipped") else (r.error or r.output or ""))
+    return table
+
+
+def run_batch(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
+              dry_run: bool, quiet: bool) -> int:
+    """Plan, then render, a list of jobs; return the exit status (raise Interrupted on Ctrl-C / SIGTERM)."""
+    if report is not None and not (report.parent if str(report.parent) else Path(".")).is_dir():
+        raise InputError(f"{report}: the directory {report.parent} does not exist", option="report")
+    started = now()
+    made = _make_output_dir(settings.output_dir)
+    try:
+        code = _run(entries, settings, config, report, dry_run, quiet, started)
+    except BaseException:
+        _remove_if_empty(made)
+        raise
+    if code == 2:
+        _remove_if_empty(made)
+    return code
+
+
+def _make_output_dir(folder: Path | None) -> Path | None:
+    """Create the output folder (and its parents) if it is missing; return it when it was made here."""
+    if folder is None or folder.exists():
+        return None
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise InputError(f"{folder}: the output folder cannot be made ({exc.strerror or exc})") from None
+    return folder
+
+
+def _remove_if_empty(folder: Path | None) -> None:
+    if folder is not None:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+
+
+def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
+         dry_run: bool, quiet: bool, started: str) -> int:
+    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {m}", soft_wrap=True))
+    with Runtime(config, notify=notify) as runtime:
+        batch = Batch(entries, runtime, settings)
+        records = batch.plan()
+        refused = any(r.status == "refused" for r in records)
+
+        def finish(outcome: str, code: int) -> int:
+            if report is not None:
+                write_report(report, records, runtime.registry.stats(), outcome, code, started)
+            return code
+
+        if refused:
+            _bad_lines(batch, records)
+        if dry_run:
+            console.print(_plan_table(records))
+            return finish("dry run", 2 if refused else 0)
+        if refused and not settings.keep_going:
+            err_console.print("lipsync: nothing rendered: fix the jobs above, or pass --keep-going to render "
+                              "the good ones", soft_wrap=True)
+            return finish("refused", 2)
+        todo = [r for r in records if r.status == "not started"]
+        progress = BatchProgress(len(todo), sum(r.frames or 0 for r in todo), is_interactive(), not quiet)
+        batch.on_update = progress.update
+        try:
+            batch.run()
+        except Interrupted:
+            progress.close()
+            finish("interrupted", Interrupted.exit_code)
+            raise
+        finally:
+            progress.close()
+        if not quiet:
+            console.print(_summary(records))
+        failed = any(r.status in ("failed", "refused") for r in records)
+        if batch.stopped_by is not None and not quiet:
+            err_console.print(f"lipsync: error: stopped after {batch.stopped_by} failed "
+                              "(--keep-going renders the others)", soft_wrap=True)
+        return finish("failed" if failed else "ok", 1 if failed else 0)

@@ -1,0 +1,238 @@
+"""One on-disk cache entry: every prepared frame of one template, in fixed-size records, memory-mapped.
+
+    [4096-byte header: magic + JSON]  [record 0] ... [record n-1]  [n uint32 CRC-32s]
+
+A record holds a frame's I420 picture, its UNet crop and its box region in BGR, and is padded to whole
+pages, so that one record's pages can be dropped from this process's resident set (`madvise`) when the
+frame leaves the in-memory LRU; the page cache keeps them for the next read. The header names the key the
+entry was made for and how many leading records are valid (a render that stopped early publishes the
+frames it prepared). An entry is written under a private temporary name and renamed into place, so
+readers only ever see whole entries; a record's CRC is checked the first time it is read, so a truncated,
+corrupt or stale entry is detected and rebuilt, never rendered from.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import uuid
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"LIPSYNC-TEMPLATE\n"
+FORMAT = 1
+HEADER = 4096
+PAGE = mmap.PAGESIZE
+
+
+def _pages(n: int) -> int:
+    return -(-n // PAGE) * PAGE
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of one template's records."""
+
+    frames: int
+    height: int  # even
+    width: int  # even
+    inner: int
+    region_height: int  # the largest box region
+    region_width: int
+
+    @property
+    def i420_bytes(self) -> int:
+        return self.height * 3 // 2 * self.width
+
+    @property
+    def crop_bytes(self) -> int:
+        return self.inner * self.inner * 3
+
+    @property
+    def record_bytes(self) -> int:
+        return _pages(self.i420_bytes + self.crop_bytes + self.region_height * self.region_width * 3)
+
+    @property
+    def file_bytes(self) -> int:
+        return HEADER + self.frames * self.record_bytes + 4 * self.frames
+
+    def offset(self, k: int) -> int:
+        return HEADER + k * self.record_bytes
+
+
+class EntryError(Exception):
+    """An entry that must not be used (missing, truncated, of another key or format, corrupt)."""
+
+
+@dataclass
+class Record:
+    """Views of one record's parts."""
+
+    i420: np.ndarray
+    crop: np.ndarray
+    region: np.ndarray  # the region's full slot, flat; the caller reshapes the part its box uses
+
+
+def _views(buffer, layout: Layout, k: int) -> Record:
+    base = layout.offset(k)
+    i420 = np.frombuffer(buffer, np.uint8, layout.i420_bytes, base).reshape(layout.height * 3 // 2, layout.width)
+    crop = np.frombuffer(buffer, np.uint8, layout.crop_bytes, base + layout.i420_bytes)
+    crop = crop.reshape(layout.inner, layout.inner, 3)
+    start = base + layout.i420_bytes + layout.crop_bytes
+    region = np.frombuffer(buffer, np.uint8, layout.region_height * layout.region_width * 3, start)
+    return Record(i420, crop, region)
+
+
+class MappedEntry:
+    """A memory-mapped entry file, readable up to `valid` records."""
+
+    def __init__(self, fd: int, layout: Layout, valid: int, crcs: np.ndarray, verified: bool) -> None:
+        self.fd, self.layout, self.valid, self.crcs = fd, layout, valid, crcs
+        self.map = mmap.mmap(fd, layout.file_bytes, access=mmap.ACCESS_READ)
+        self._checked = np.full(layout.frames, verified, bool)
+
+    def record(self, k: int) -> Record:
+        if k >= self.valid:
+            raise IndexError(k)
+        if not self._checked[k]:
+            start = self.layout.offset(k)
+            if zlib.crc32(self.map[start : start + self.layout.record_bytes]) != int(self.crcs[k]):
+                raise EntryError(f"record {k} does not match its checksum")
+            self._checked[k] = True
+        return _views(self.map, self.layout, k)
+
+    def drop(self, k: int) -> None:
+        """Let record k's pages leave this process's resident set (they stay in the page cache)."""
+        if hasattr(self.map, "madvise"):
+            self.map.madvise(mmap.MADV_DONTNEED, self.layout.offset(k), self.layout.record_bytes)
+
+    def close(self) -> None:
+        try:
+            self.map.close()
+        except BufferError:  # views still alive somewhere: the mapping goes when they do
+            pass
+        os.close(self.fd)
+
+
+def open_entry(path: Path, key: str, layout: Layout) -> MappedEntry:
+    """Open a published entry; EntryError if it cannot be used."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise EntryError(f"cannot open ({exc.strerror})") from None
+    try:
+        header = os.pread(fd, HEADER, 0)
+        if not header.startswith(MAGIC):
+            raise EntryError("not a template cache file")
+        try:
+            meta = json.loads(header[len(MAGIC) :].rstrip(b"\0 \n").decode())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise EntryError("unreadable header") from None
+        if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("layout") != asdict(layout):
+            raise EntryError("made for another template, crop or format")
+        valid = meta.get("valid")
+        if not isinstance(valid, int) or not 0 < valid <= layout.frames:
+            raise EntryError("bad frame count")
+        if os.fstat(fd).st_size != layout.file_bytes:
+            raise EntryError(f"truncated ({os.fstat(fd).st_size} of {layout.file_bytes} bytes)")
+        crcs = np.frombuffer(os.pread(fd, 4 * layout.frames, HEADER + layout.frames * layout.record_bytes), "<u4")
+        if len(crcs) != layout.frames:
+            raise EntryError("truncated checksums")
+        return MappedEntry(fd, layout, valid, crcs.copy(), verified=False)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class EntryWriter:
+    """Writes records in order into a private file sized for all of them; readable (mapped) as it grows,
+    published under the final name by `publish`. With `path=None` it is an anonymous spill file that is
+    never published (cache off or unusable): the frames still leave memory."""
+
+    def __init__(self, directory: Path | None, key: str, layout: Layout, meta: dict) -> None:
+        self.key, self.layout, self.meta = key, layout, meta
+        self.written = 0
+        self.crcs = np.zeros(layout.frames, "<u4")
+        if directory is None:
+            import tempfile
+
+            self.temp: Path | None = None
+            with tempfile.TemporaryFile(prefix="lipsync-template-") as spill:  # unlinked already
+                self.fd = os.dup(spill.fileno())
+        else:
+            self.temp = directory / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.ftruncate(self.fd, layout.file_bytes)
+            self.entry = MappedEntry(self.fd, layout, 0, self.crcs, verified=True)
+        except BaseException:
+            self.discard()
+            raise
+
+    def append(self, i420: np.ndarray, crop: np.ndarray, region: np.ndarray) -> None:
+        record = bytearray(self.layout.record_bytes)
+        parts = [np.ascontiguousarray(a).reshape(-1) for a in (i420, crop, region)]
+        at = 0
+        for part in parts:
+            record[at : at + part.size] = memoryview(part)
+            at += part.size
+        os.pwrite(self.fd, record, self.layout.offset(self.written))
+        self.crcs[self.written] = zlib.crc32(record)
+        self.written += 1
+        self.entry.valid = self.written
+
+    def copy_from(self, other: MappedEntry, count: int) -> None:
+        """Take the first `count` records of a published entry (checked) instead of decoding them again."""
+        for k in range(count):
+            other.record(k)  # checks the CRC
+            start = self.layout.offset(k)
+            os.pwrite(self.fd, other.map[start : start + self.layout.record_bytes], start)
+            self.crcs[k] = other.crcs[k]
+            other.drop(k)
+        self.written = self.entry.valid = count
+
+    def publish(self, final: Path) -> bool:
+        """Rename into place unless an entry with as many valid frames is there already (another process)."""
+        if self.temp is None or self.written == 0:
+            return False
+        try:
+            existing = open_entry(final, self.key, self.layout)
+            existing_valid = existing.valid
+            existing.close()
+        except EntryError:
+            existing_valid = 0
+        if existing_valid >= self.written:
+            return False
+        meta = dict(self.meta, format=FORMAT, key=self.key, layout=asdict(self.layout), valid=self.written)
+        header = MAGIC + json.dumps(meta).encode()
+        if len(header) > HEADER:
+            raise ValueError("cache header too long")
+        os.pwrite(self.fd, header.ljust(HEADER, b"\0"), 0)
+        os.pwrite(self.fd, self.crcs.tobytes(), HEADER + self.layout.frames * self.layout.record_bytes)
+        os.replace(self.temp, final)
+        self.temp = None
+        return True
+
+    def discard(self) -> None:
+        if self.temp is not None:
+            try:
+                self.temp.unlink()
+            except OSError:
+                pass
+            self.temp = None
+
+
+def read_meta(path: Path) -> dict | None:
+    """The header of an entry file, for listings; None if it is not one."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(HEADER)
+        if not header.startswith(MAGIC):
+            return None
+        return json.loads(header[len(MAGIC) :].rstrip(b"\0 \n").decode())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,156 @@
+"""Execution devices: what a job asks for (`DeviceRequest`), where it runs (`Device`), and what this machine
+has (CUDA usable or not, how many GPUs, memory in use on one)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+
+from lipsync_cli.errors import DeviceError
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+
+
+@dataclass(frozen=True, order=True)
+class Device:
+    """A resolved device: the CPU, or one CUDA GPU."""
+
+    kind: Literal["cpu", "cuda"]
+    index: int = 0
+
+    def __str__(self) -> str:
+        return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+
+CPU = Device("cpu")
+
+
+@dataclass(frozen=True)
+class DeviceRequest:
+    """What a job asks for: auto (CUDA when it really works, else the CPU), cpu, or one GPU."""
+
+    kind: Literal["auto", "cpu", "cuda"]
+    index: int = 0
+
+    def __str__(self) -> str:
+        return self.kind if self.kind != "cuda" else f"cuda:{self.index}"
+
+
+def parse_device(spec: str = "auto", gpu: int | None = None) -> DeviceRequest:
+    """`auto`, `cpu`, `cuda`, `cuda:N`; `gpu=N` is short for cuda:N."""
+    if gpu is not None:
+        if gpu < 0:
+            raise DeviceError(f"GPU index must be 0 or more, not {gpu}", option="gpu")
+        if spec not in ("auto", "cuda", f"cuda:{gpu}"):
+            raise DeviceError(f"GPU {gpu} contradicts device {spec}", option="gpu")
+        return DeviceRequest("cuda", gpu)
+    match = _DEVICE.match(spec.strip().lower())
+    if not match or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N", option="device")
+    kind = match.group(1)
+    return DeviceRequest(kind, int(match.group(2) or 0))  # type: ignore[arg-type]
+
+
+def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
+    """A device list: `cpu`, `cuda:0,cuda:1`, `cuda:all` (every GPU found), `cuda` (= cuda:0)."""
+    devices: list[Device] = []
+    for part in (p.strip().lower() for p in spec.split(",")):
+        if part == "cuda:all":
+            if gpu_count == 0:
+                raise DeviceError("cuda:all: no GPU found on this machine", option="devices")
+            devices += [Device("cuda", i) for i in range(gpu_count)]
+            continue
+        request = parse_device(part)
+        if request.kind == "auto":
+            raise DeviceError("auto cannot be part of a device list: name the devices", option="devices")
+        devices.append(CPU if request.kind == "cpu" else Device("cuda", request.index))
+    if not devices or len(set(devices)) != len(devices):
+        raise DeviceError(f"device list {spec!r} is empty or names a device twice", option="devices")
+    return tuple(devices)
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why onnxruntime cannot use CUDA here, or None when it looks possible."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"this onnxruntime build ({ort.__version__}, package without CUDA) has no CUDA provider"
+    library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
+    if os.name == "posix" and library.exists():
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as exc:
+            return f"the CUDA libraries cannot be loaded ({' '.join(str(exc).split())})"
+    return None
+
+
+def cuda_device_count() -> int:
+    """GPUs the NVIDIA driver reports (0 without a driver)."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    except (OSError, AttributeError):
+        return 0
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Nvml:
+    """Used memory of a GPU through the driver's NVML library (no Python package needed)."""
+
+    class _Memory(ctypes.Structure):
+        _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
+    def __init__(self) -> None:
+        self.lib = ctypes.CDLL("libnvidia-ml.so.1")
+        if self.lib.nvmlInit_v2() != 0:
+            raise OSError("nvmlInit failed")
+
+    def used(self, index: int) -> int:
+        handle = ctypes.c_void_p()
+        memory = self._Memory()
+        if self.lib.nvmlDeviceGetHandleByIndex_v2(index, ctypes.byref(handle)) != 0 or \
+                self.lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) != 0:
+            raise OSError(f"NVML cannot read the memory of GPU {index}")
+        return int(memory.used)
+
+
+class MemoryProbe:
+    """Bytes in use now: this process's resident set for the CPU, the GPU's used memory (all processes) for a
+    GPU; None when it cannot be read. One per registry; NVML is opened on first use."""
+
+    def __init__(self) -> None:
+        self._nvml: _Nvml | None = None
+        self._nvml_failed = False
+
+    def __call__(self, device: Device) -> int | None:
+        if not device.is_cuda:
+            return _rss_bytes()
+        if self._nvml_failed:
+            return None
+        try:
+            if self._nvml is None:
+                self._nvml = _Nvml()
+            return self._nvml.used(device.index)
+        except (OSError, AttributeError):
+            self._nvml_failed = True
+            return None

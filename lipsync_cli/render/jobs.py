@@ -1,0 +1,98 @@
+"""A render as plain data: the job (what the user asked for), its plan (what was checked and resolved before
+any work), the progress events and the result. All frozen and picklable, so jobs can travel to workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lipsync_cli.audio.loading import AudioInfo
+from lipsync_cli.characters.manifest import Character
+from lipsync_cli.encoding.ffmpeg import EncodeSettings
+from lipsync_cli.models.devices import Device, DeviceRequest
+
+Blend = Literal["feather", "hard"]
+WindowEnd = Literal["silence", "clamp"]
+BLENDS: tuple[Blend, ...] = ("feather", "hard")
+MAX_BATCH = 1024
+CPU_BATCH, GPU_BATCH = 4, 32  # on a CPU bigger batches buy no speed, only memory (bench: 4 vs 16)
+
+
+def default_batch(device: Device | str) -> int:
+    return CPU_BATCH if str(device) == "cpu" else GPU_BATCH
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    device: DeviceRequest = DeviceRequest("auto")
+    batch_size: int | None = None  # frames per model call; None: CPU_BATCH on the CPU, GPU_BATCH on a GPU
+    blend: Blend = "feather"
+    encode: EncodeSettings = EncodeSettings()
+    overwrite: bool = False
+    window_end: WindowEnd | None = None  # None: the character's own `[audio] window_end`
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    audio: Path
+    character: str  # a name looked up in the character folders, or a folder
+    output: Path | None = None  # default: <audio stem>_<character>.mp4 in the current directory
+    options: RenderOptions = RenderOptions()
+
+
+@dataclass(frozen=True)
+class RenderPlan:
+    """A job with everything checked and resolved: `execute` needs nothing else."""
+
+    job: RenderJob
+    character: Character
+    audio: AudioInfo
+    output: Path
+    device: Device
+    batch_size: int
+    encode: EncodeSettings
+    frames: int
+    notice: str | None  # e.g. why `auto` runs on the CPU
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    output: Path
+    frames: int
+    audio_seconds: float
+    elapsed: float
+    device: str
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed if self.elapsed > 0 else float("inf")
+
+    @property
+    def realtime(self) -> float:
+        return self.audio_seconds / self.elapsed if self.elapsed > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class Started:
+    job: RenderJob
+    frames: int
+    device: str
+    notice: str | None
+
+
+@dataclass(frozen=True)
+class FramesDone:
+    job: RenderJob
+    frames: int  # frames finished since the last event
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    job: RenderJob
+    result: RenderResult
+
+
+RenderEvent = Started | FramesDone | Finished

@@ -1,0 +1,46 @@
+"""`plan(job, runtime)`: every check a render needs, before any work.
+
+The checks run cheapest first (options, audio, character, output path, encoder) and the device last, so a
+refused job has started no process and loaded no model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from lipsync_cli.audio.loading import probe_audio
+from lipsync_cli.encoding.ffmpeg import check_encoder, check_output_path
+from lipsync_cli.errors import InputError
+from lipsync_cli.render.jobs import BLENDS, MAX_BATCH, RenderJob, RenderPlan, default_batch
+from lipsync_cli.render.pipeline import frame_count
+from lipsync_cli.runtime import Runtime
+
+
+def default_output(audio: Path, character_name: str) -> Path:
+    return Path.cwd() / f"{Path(audio).stem}_{character_name}.mp4"
+
+
+def check_options(job: RenderJob) -> None:
+    options = job.options
+    if options.batch_size is not None and not 1 <= options.batch_size <= MAX_BATCH:
+        raise InputError(f"batch size must be 1 to {MAX_BATCH}, not {options.batch_size}", option="batch_size")
+    if options.blend not in BLENDS:
+        raise InputError(f"blend must be feather or hard, not {options.blend!r}", option="blend")
+    if options.window_end not in (None, "silence", "clamp"):
+        raise InputError(f"window end must be silence or clamp, not {options.window_end!r}", option="window_end")
+
+
+def plan(job: RenderJob, runtime: Runtime) -> RenderPlan:
+    """Check `job` completely; raise an InputError naming the file or option at fault."""
+    check_options(job)
+    encode = job.options.encode.checked()
+    audio = probe_audio(job.audio)
+    character = runtime.character(job.character)
+    if job.options.window_end is not None and job.options.window_end != character.audio.window_end:
+        character = replace(character, audio=replace(character.audio, window_end=job.options.window_end))
+    output = check_output_path(job.output or default_output(job.audio, character.name), job.options.overwrite)
+    check_encoder(encode)
+    device, notice = runtime.resolve(job.options.device, (character.audio_encoder, character.model), character.name)
+    return RenderPlan(job, character, audio, output, device, job.options.batch_size or default_batch(device),
+                      encode, frame_count(character, audio), notice)

@@ -1,0 +1,131 @@
+"""The runtime: everything expensive that one process holds, owned by one object instead of module globals.
+
+It owns the model registry (sessions under a budget per device), the template store (prepared template
+frames under a byte budget, backed by the on-disk cache), the thread budget, the characters already
+checked, and the notices to show the user once. Renders share it: `plan(job, runtime)` and
+`execute(plan, runtime, on_event)` in `lipsync_cli.render`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lipsync_cli.characters.manifest import Character, find_character, load_character
+from lipsync_cli.errors import DeviceError
+from lipsync_cli.frames.store import DEFAULT_MEMORY, TemplateStore
+from lipsync_cli.models.devices import (
+    CPU,
+    Device,
+    DeviceRequest,
+    cuda_device_count,
+    cuda_unavailable_reason,
+    parse_devices,
+)
+from lipsync_cli.models.registry import Budget, Eviction, MemoryReader, ModelRegistry, SessionCreator
+from lipsync_cli.models.sessions import SessionMaker, default_threads
+from lipsync_cli.resources import cache_root
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    devices: str = "auto"  # "auto" (every GPU when CUDA works, else the CPU) or a list: cpu, cuda:0,cuda:1, cuda:all
+    max_models: int | None = None  # per device
+    max_memory: int | None = None  # bytes per device
+    eviction: Eviction = "lfu"
+    template_memory: int = DEFAULT_MEMORY  # bytes of prepared template frames kept resident
+    cache: bool = True  # the on-disk template cache
+    cache_dir: Path | None = None  # default: <cache root>/templates
+    threads: int | None = None  # onnxruntime threads per session (default: the cores this process may use)
+
+
+class Runtime:
+    def __init__(self, config: RuntimeConfig = RuntimeConfig(), *, notify: Callable[[str], None] | None = None,
+                 session_creator: SessionCreator | None = None, memory: MemoryReader | None = None,
+                 gpu_count: Callable[[], int] = cuda_device_count) -> None:
+        self.config = config
+        self.threads = config.threads or default_threads()
+        self.notices: list[str] = []
+        self._notify_user = notify
+        self._lock = threading.Lock()
+        self.registry = ModelRegistry(session_creator or SessionMaker(self.threads),
+                                      Budget(config.max_models, config.max_memory), config.eviction, memory)
+        directory = (config.cache_dir or cache_root() / "templates") if config.cache else None
+        self.templates = TemplateStore(config.template_memory, directory, self.notify)
+        self._gpu_count = gpu_count
+        self._devices: tuple[Device, ...] | None = None
+        self._devices_notice: str | None = None
+        self._characters: dict[tuple, Character] = {}
+
+    def notify(self, message: str) -> None:
+        with self._lock:
+            if message in self.notices:
+                return
+            self.notices.append(message)
+        if self._notify_user is not None:
+            self._notify_user(message)
+
+    # -- devices -----------------------------------------------------------------------------------
+    def devices(self) -> tuple[tuple[Device, ...], str | None]:
+        """The devices `auto` jobs are placed on, and a notice when that is the CPU for want of a GPU."""
+        with self._lock:
+            if self._devices is None:
+                if self.config.devices.strip().lower() == "auto":
+                    reason = cuda_unavailable_reason()
+                    count = 0 if reason else self._gpu_count()
+                    if reason is None and count == 0:
+                        reason = "the NVIDIA driver reports no GPU"
+                    self._devices = tuple(Device("cuda", i) for i in range(count)) if count else (CPU,)
+                    self._devices_notice = f"running on the CPU: no usable GPU, {reason}" if reason else None
+                else:
+                    self._devices = parse_devices(self.config.devices, self._gpu_count())
+            return self._devices, self._devices_notice
+
+    def resolve(self, request: DeviceRequest, files: Sequence[Path], name: str) -> tuple[Device, str | None]:
+        """Where a job's models run, and a notice when `auto` fell back to the CPU. An explicit GPU that cannot
+        be used raises DeviceError; a GPU is accepted only once a session really runs on it."""
+        if request.kind == "cpu":
+            return CPU, None
+        if request.kind == "cuda":
+            device = Device("cuda", request.index)
+            with self.registry.lease(files, device, name):
+                return device, None
+        candidates, notice = self.devices()
+        device = self.registry.place(files, candidates)
+        if not device.is_cuda:
+            return device, notice
+        try:
+            with self.registry.lease(files, device, name):
+                return device, None
+        except DeviceError as exc:
+            return CPU, f"running on the CPU: no usable GPU, {str(exc).split(': ', 1)[-1]}"
+
+    # -- characters --------------------------------------------------------------------------------
+    def character(self, name_or_path: str | Path) -> Character:
+        """A checked character, loaded once per runtime while its folder's files are unchanged."""
+        folder = find_character(name_or_path).resolve()
+        try:
+            stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()))
+        except OSError:
+            stamp = ()
+        key = (folder, stamp)
+        with self._lock:
+            known = self._characters.get(key)
+        if known is not None:
+            return known
+        character = load_character(folder)
+        with self._lock:
+            self._characters[key] = character
+        return character
+
+    def close(self) -> None:
+        self.templates.close()
+        self.registry.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
