@@ -31,3 +31,4 @@ def bench(session: nox.Session) -> None:
                 "--json", "bench-results/alice-cpu.json")
     session.run("lipsync", "bench", "--model", "realistic", "--device", "cpu", "--seconds", seconds,
                 "--json", "bench-results/realistic-cpu.json")
+    session.run("lipsync", "bench", "--batch", "8", "--device", "cpu", "--json", "bench-results/batch-cpu.json")

@@ -94,19 +94,37 @@ class Batch:
             planned = self.plans.get(record.index)
             if planned is not None and record.status == "not started":
                 queues.setdefault(planned.device, deque()).append((planned, record))
-        workers = [threading.Thread(target=self._work, args=(queue,), name=f"lipsync-job-{device}-{n}", daemon=True)
+        # Waiting on an event, not on Thread.join: a join that Ctrl-C interrupts can report a live thread as
+        # finished (CPython before 3.13), and the process would then exit while a job is inside onnxruntime.
+        live = [0]
+        all_done = threading.Event()
+
+        def work(queue: deque[tuple[RenderPlan, JobRecord]]) -> None:
+            try:
+                self._work(queue)
+            finally:
+                with self._lock:
+                    live[0] -= 1
+                    if live[0] == 0:
+                        all_done.set()
+
+        workers = [threading.Thread(target=work, args=(queue,), name=f"lipsync-job-{device}-{n}", daemon=True)
                    for device, queue in queues.items() for n in range(self.settings.jobs_per_device)]
+        live[0] = len(workers)
+        if not workers:
+            return
         for worker in workers:
             worker.start()
         try:
-            for worker in workers:
-                while worker.is_alive():
-                    worker.join(0.1)
-        except BaseException:
+            while not all_done.wait(0.1):
+                pass
+        except BaseException as exc:
             self.interrupted = True
             self.cancel.set()
-            for worker in workers:
-                worker.join(5)
+            while not all_done.wait(0.1):
+                pass
+            if isinstance(exc, Interrupted):
+                raise
             raise Interrupted("interrupted") from None
 
     def _next(self, queue: deque[tuple[RenderPlan, JobRecord]]) -> tuple[RenderPlan, JobRecord] | None:

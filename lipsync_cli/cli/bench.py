@@ -31,6 +31,9 @@ def bench_command(
                           ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="onnxruntime threads (default: all "
                                                 "cores).", show_default=False)] = None,
+    batch: Annotated[int | None, typer.Option("--batch", min=2, max=500, help="Instead: render this many 1 s "
+                                              "clips as one batch and as separate processes, and compare.",
+                                              show_default=False)] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.",
                                                    show_default=False)] = None,
     debug: Debug = False,
@@ -43,6 +46,11 @@ def bench_command(
         if model not in (None, "realistic"):
             raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
         request = parse_device(device)
+        if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
+            raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
+        if batch is not None:
+            _batch_bench(batch, character or "alice", request, json_path)
+            return
         folder = realistic_character() if model == "realistic" else (character or "alice")
         char = load_character(folder)
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
@@ -91,3 +99,23 @@ def _print(report) -> None:
         lines.append("model parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.parameters.items()))
     for line in lines:
         console.print(line, soft_wrap=True)
+
+
+def _batch_bench(count: int, character: str, request, json_path: Path | None) -> None:
+    from lipsync_cli.bench.batch import run_batch_bench
+
+    report = run_batch_bench(count, character, request, say=lambda s: err_console.print(f"[dim]timing {s}...[/]"))
+    table = Table(title=f"lipsync bench --batch {count}: {count} clips of {report.clip_seconds:g} s, "
+                        f"{report.character} on {report.device}")
+    for column in ("how", "seconds", "per clip", "speed-up"):
+        table.add_column(column, justify="left" if column == "how" else "right")
+    table.add_row(f"{count} separate lipsync render processes", f"{report.separate_seconds:.2f}",
+                  f"{report.separate_seconds / count:.2f}", "1.00")
+    for jobs, seconds in report.batch_seconds.items():
+        table.add_row(f"one batch, {jobs} job{'s' if jobs > 1 else ''} in flight", f"{seconds:.2f}",
+                      f"{seconds / count:.2f}", f"{report.speedup(jobs):.2f}")
+    console.print(table)
+    console.print("target: one batch at least 3x faster than separate processes", soft_wrap=True)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        console.print(f"figures written to {json_path}")

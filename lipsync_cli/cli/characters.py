@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -19,16 +20,42 @@ from lipsync_cli.cli.common import Debug, console, run_reporting
 def characters_command(
     name: Annotated[str | None, typer.Argument(help="A character name or folder to check in full.",
                                                show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,
     debug: Debug = False,
 ) -> None:
     """List the characters found, or show one in detail and check it (exit 1 if it is broken)."""
 
     def work() -> int:
+        if as_json:
+            return _json(name)
         if name is None:
             return _list()
         return _show(name)
 
     raise typer.Exit(run_reporting(work, debug))
+
+
+def _describe(folder, char, status: str) -> dict:
+    if char is None:
+        return {"name": folder.name, "path": str(folder), "status": status}
+    v = char.video
+    return {"name": char.name, "path": str(folder), "status": "ok", "fps": str(char.fps),
+            "template": {"file": str(char.template), "width": v.width, "height": v.height, "frames": v.frames,
+                         "fps": v.fps},
+            "audio_layout": char.layout, "model": str(char.model), "audio_encoder": str(char.audio_encoder),
+            "crop": {"size": char.crop.size, "border": char.crop.border},
+            "input": {"channels": list(char.input.channels), "color": char.input.color, "mask": list(char.input.mask)},
+            "audio": {"pad_mode": char.audio.pad_mode, "window_end": char.audio.window_end}}
+
+
+def _json(name: str | None) -> int:
+    folders = [find_character(name)] if name is not None else list_characters()
+    described = [_describe(folder, *check_character(folder)) for folder in folders]
+    if name is not None:
+        typer.echo(json.dumps(described[0], indent=2))
+        return 0 if described[0]["status"] == "ok" else 1
+    typer.echo(json.dumps(described, indent=2))
+    return 0
 
 
 def _list() -> int:

@@ -85,7 +85,9 @@ def run_reporting(work: Callable[[], T], debug: bool) -> T:
     except typer.Exit:
         raise
     except Interrupted as exc:
-        raise fail(f"interrupted ({exc})", exc.exit_code, debug) from None
+        reason = str(exc)
+        raise fail("interrupted" if reason == "interrupted" else f"interrupted ({reason})", exc.exit_code,
+                   debug) from None
     except KeyboardInterrupt:
         raise fail("interrupted", Interrupted.exit_code, debug) from None
     except LipsyncError as exc:
