@@ -1,3 +1,3 @@
-from lipsync_cli.cli.app import main
+from lipsync_cli.cli.entry import main
 
 main()

@@ -58,6 +58,8 @@ def _open(path: Path) -> sf.SoundFile:
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise AudioError(f"{path}: not a regular file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(1)

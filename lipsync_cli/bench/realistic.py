@@ -4,6 +4,7 @@ built once with the `onnx` package into a cache directory and reused."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from lipsync_cli.errors import InputError
@@ -12,8 +13,8 @@ from lipsync_cli.resources import bundled_dir, cache_root
 VERSION = "realistic-v1"
 
 
-def cache_dir() -> Path:
-    return cache_root() / VERSION
+def cache_dir(dtype: str = "float32") -> Path:
+    return cache_root() / (VERSION if dtype == "float32" else f"{VERSION}-{dtype}")
 
 
 def _write_once(path: Path, build) -> None:
@@ -26,26 +27,33 @@ def _write_once(path: Path, build) -> None:
     os.replace(temp, path)
 
 
-def realistic_character(folder: Path | None = None) -> Path:
-    """A character folder using the Wav2Lip encoder and the SyncTalk_2D UNet (random weights)."""
+def realistic_character(folder: Path | None = None, dtype: str = "float32") -> Path:
+    """A character folder using the Wav2Lip encoder and the SyncTalk_2D UNet (random weights), in float32 or
+    in float16 (weights, inputs and outputs, as users export them for GPU speed)."""
     try:
         from lipsync_cli.models.graphs import realistic
+        from lipsync_cli.models.graphs.builder import to_float16
     except ImportError as exc:
         raise InputError(f"the realistic models need the onnx package ({exc}): pip install onnx") from None
-    folder = folder or cache_dir()
+    if dtype not in ("float32", "float16"):
+        raise InputError(f"dtype must be float32 or float16, not {dtype!r}", option="dtype")
+    convert = to_float16 if dtype == "float16" else (lambda model: model)
+    folder = folder or cache_dir(dtype)
     alice = bundled_dir("characters")
     if alice is None or not (alice / "alice" / "template.mp4").is_file():
         raise InputError("the realistic models borrow alice's template, which is not installed")
     alice = alice / "alice"
     folder.mkdir(parents=True, exist_ok=True)
     _write_once(folder / "audio_encoder.onnx",
-                lambda: realistic.wav2lip_audio_encoder().model("Wav2Lip audio encoder, random weights"))
+                lambda: convert(realistic.wav2lip_audio_encoder().model("Wav2Lip audio encoder, random weights")))
     _write_once(folder / "model_best.onnx",
-                lambda: realistic.synctalk_unet().model("SyncTalk_2D 328 UNet (ave), random weights"))
-    manifest = (alice / "character.toml").read_text()
-    manifest = manifest.replace('name = "alice"', 'name = "realistic"')
-    manifest = manifest.replace('"template.mp4"', f'"{(alice / "template.mp4").as_posix()}"')
-    manifest = manifest.replace('"boxes.npy"', f'"{(alice / "boxes.npy").as_posix()}"')
+                lambda: convert(realistic.synctalk_unet().model("SyncTalk_2D 328 UNet (ave), random weights")))
+    for name in ("template.mp4", "boxes.npy"):  # a character reads only its own folder: copies, not links
+        if not (folder / name).is_file() or (folder / name).stat().st_size != (alice / name).stat().st_size:
+            temp = folder / f".{name}.{os.getpid()}.part"
+            shutil.copyfile(alice / name, temp)
+            os.replace(temp, folder / name)
+    manifest = (alice / "character.toml").read_text().replace('name = "alice"', 'name = "realistic"')
     (folder / "character.toml").write_text(manifest)
     return folder
 

@@ -23,6 +23,7 @@ from lipsync_cli.models.sessions import read_signature
 from lipsync_cli.resources import bundled_dir
 
 MANIFEST = "character.toml"
+MIN_FPS, MAX_FPS = 1, 240
 _TOP_KEYS = {"name", "fps", "template", "boxes", "model", "audio_encoder", "crop", "input", "audio"}
 _SECTIONS = {
     "crop": {"size", "border"},
@@ -152,6 +153,10 @@ def _read_manifest(root: Path) -> dict:
 
 def _file(root: Path, data: dict, key: str) -> Path:
     path = root / data[key]
+    inside = root.resolve()
+    if not path.resolve().is_relative_to(inside):  # resolved before anything opens it: a FIFO outside never blocks
+        raise CharacterError(f"{path}: '{key}' in {root / MANIFEST} is outside the character's folder (it resolves "
+                             f"to {path.resolve()}); a character may only use its own files")
     if not path.is_file():
         raise CharacterError(f"{path}: missing ('{key}' in {root / MANIFEST})")
     if not os.access(path, os.R_OK):
@@ -159,18 +164,26 @@ def _file(root: Path, data: dict, key: str) -> Path:
     return path
 
 
+def _whole(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be a whole number, not {value!r}")
+    return value
+
+
 def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, AudioSpec]:
     manifest = root / MANIFEST
     try:
         fps = parse_fps(data.get("fps", 25))
         crop_d, input_d, audio_d = data.get("crop", {}), data.get("input", {}), data.get("audio", {})
-        crop = CropSpec(int(crop_d.get("size", 328)), int(crop_d.get("border", 4)))
+        crop = CropSpec(_whole(crop_d.get("size", 328), "crop.size"), _whole(crop_d.get("border", 4), "crop.border"))
         channels = tuple(input_d.get("channels", ("reference", "masked")))
         color = str(input_d.get("color", "bgr")).lower()
-        mask = tuple(int(v) for v in input_d.get("mask", (5, 5, 310, 305)))
+        mask = tuple(_whole(v, "input.mask") for v in input_d.get("mask", (5, 5, 310, 305)))
         audio = AudioSpec(str(audio_d.get("pad_mode", "constant")), str(audio_d.get("window_end", "silence")))
     except (TypeError, ValueError) as exc:
         raise CharacterError(f"{manifest}: bad value ({exc})") from None
+    if not MIN_FPS <= fps <= MAX_FPS:
+        raise CharacterError(f"{manifest}: fps {float(fps):g} is outside {MIN_FPS} to {MAX_FPS} frames per second")
     if crop.border < 0 or crop.inner < 16:
         raise CharacterError(f"{manifest}: crop size {crop.size} with border {crop.border} leaves no inner square")
     if sorted(channels) != ["masked", "reference"]:
@@ -216,6 +229,11 @@ def _load_boxes(path: Path, video: TemplateInfo, template: Path) -> np.ndarray:
         raise CharacterError(f"{path}: {len(boxes)} boxes for {video.frames} frames of {template.name}")
     if not np.all(np.isfinite(boxes)) or not np.array_equal(boxes, np.round(boxes)):
         raise CharacterError(f"{path}: box coordinates must be whole pixels")
+    limit = 1 << 20  # before any cast: absurd values would overflow it (and numpy would warn on stderr)
+    if np.abs(boxes).max() > limit:
+        i = int(np.flatnonzero((np.abs(boxes) > limit).any(axis=1))[0])
+        shown = ", ".join(f"{v:.3g}" for v in np.asarray(boxes[i], np.float64))
+        raise CharacterError(f"{path}: box {i} [{shown}] is outside the {video.width}x{video.height} frame")
     boxes = boxes.astype(np.int64)
     x1, y1, x2, y2 = boxes.T
     bad = np.flatnonzero((x1 < 0) | (y1 < 0) | (x2 > video.width) | (y2 > video.height) | (x2 - x1 < 8) | (y2 - y1 < 8))

@@ -31,6 +31,8 @@ def bench_command(
                           ] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="onnxruntime threads (default: all "
                                                 "cores).", show_default=False)] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="Number format of the realistic models: float32 or "
+                                       "float16.")] = "float32",
     batch: Annotated[int | None, typer.Option("--batch", min=2, max=500, help="Instead: render this many 1 s "
                                               "clips as one batch and as separate processes, and compare.",
                                               show_default=False)] = None,
@@ -51,7 +53,7 @@ def bench_command(
         if batch is not None:
             _batch_bench(batch, character or "alice", request, json_path)
             return
-        folder = realistic_character() if model == "realistic" else (character or "alice")
+        folder = realistic_character(dtype=dtype) if model == "realistic" else (character or "alice")
         char = load_character(folder)
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")

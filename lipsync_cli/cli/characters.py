@@ -78,6 +78,10 @@ def _list() -> int:
     return 0
 
 
+def _types(types: dict[str, str]) -> str:
+    return ", ".join(f"{name} {kind}" for name, kind in types.items())
+
+
 def _show(name: str) -> int:
     folder = find_character(name)
     char, status = check_character(folder)
@@ -90,8 +94,10 @@ def _show(name: str) -> int:
         ("template", f"{char.template.name}: {v.width}x{v.height}, {v.frames} frames, {v.fps:g} fps"),
         ("boxes", f"{len(char.boxes)} boxes, sizes {int((char.boxes[:, 2] - char.boxes[:, 0]).min())}-"
                   f"{int((char.boxes[:, 2] - char.boxes[:, 0]).max())} px wide"),
-        ("audio encoder", f"{e.path.name}: {e.input} -> {e.output}, batch {e.fixed_batch or 'dynamic'}"),
-        ("UNet", f"{u.path.name}: {u.visual} + {u.audio} -> {u.output}, batch {u.fixed_batch or 'dynamic'}"),
+        ("audio encoder", f"{e.path.name}: {e.input} -> {e.output}, batch {e.fixed_batch or 'dynamic'}, "
+                          f"{_types(e.types)}"),
+        ("UNet", f"{u.path.name}: {u.visual} + {u.audio} -> {u.output}, batch {u.fixed_batch or 'dynamic'}, "
+                 f"{_types(u.types)}"),
         ("audio layout", f"{char.layout} ({'[N, 512]' if char.layout == 'per_frame' else '[N, 32, 16, 16]'})"),
         ("crop", f"box -> {char.crop.size}x{char.crop.size}, inner {char.crop.inner} (border {char.crop.border})"),
         ("input", f"channels {list(char.input.channels)}, {char.input.color}, mask {list(char.input.mask)}"),

@@ -14,13 +14,18 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
+from lipsync_cli.cli import entry
 from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
 
 T = TypeVar("T")
 
 # Piped or captured output gets a fixed width so tables are not cut to 80 columns.
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+def _is_tty(stream) -> bool:
+    return stream is not None and stream.isatty()
+
+
+console = Console(highlight=False, width=None if _is_tty(sys.stdout) else 120)
+err_console = Console(stderr=True, highlight=False, width=None if _is_tty(sys.stderr) else 120)
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.", envvar="LIPSYNC_DEBUG")]
 
@@ -35,6 +40,8 @@ _FLAGS = {
     "gpu": ("GPU", "--gpu"), "devices": ("device list", "--devices"),
     "max_models": ("the model budget", "--max-models"),
     "max_memory": ("the memory budget", "--max-memory"), "eviction": ("eviction policy", "--eviction"),
+    "dtype": ("dtype", "--dtype"), "jobs": ("jobs per device", "--jobs"), "name": ("name pattern", "--name"),
+    "report": ("report", "--report"), "window_end": ("window end", "--window-end"),
     "codec": ("codec", "--codec"), "preset": ("preset", "--preset"), "crf": ("crf", "--crf"),
 }
 
@@ -80,6 +87,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def run_reporting(work: Callable[[], T], debug: bool) -> T:
     """Run a command body; turn library errors into one line on stderr and their exit status."""
     try:
+        entry.start_work()
         with _sigterm_as_interrupt():
             return work()
     except typer.Exit:
@@ -98,7 +106,7 @@ def run_reporting(work: Callable[[], T], debug: bool) -> T:
 
 
 def is_interactive() -> bool:
-    return sys.stderr.isatty() and os.environ.get("CI", "").lower() not in ("1", "true")
+    return _is_tty(sys.stderr) and os.environ.get("CI", "").lower() not in ("1", "true")
 
 
 def settle_heap() -> None:

@@ -69,6 +69,8 @@ def temporary_path(target: Path) -> Path:
 def check_output_path(target: Path, overwrite: bool) -> Path:
     """Refuse an output that cannot or must not be written, before any work."""
     target = Path(target)
+    if target.is_symlink() and not target.exists():
+        raise OutputError(f"{target}: is a symbolic link to a missing file; give a plain file name")
     if target.is_dir():
         raise OutputError(f"{target}: is a directory; give a file name such as {target / 'out.mp4'}")
     if target.exists() and not overwrite:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lipsync_cli.errors import ModelError
@@ -30,12 +30,25 @@ def _describe(values) -> str:
     return ", ".join(f"{v.name} {list(_shape(v))}" for v in values)
 
 
+# The element types a model may take and give: fed in its own type, read back as float32.
+ELEMENT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def _check_types(path: Path, role: str, values) -> dict[str, str]:
+    for v in values:
+        if v.type not in ELEMENT_TYPES:
+            kind = v.type.removeprefix("tensor(").removesuffix(")")
+            raise ModelError(f"{path}: {role} tensor {v.name!r} is {kind}; only float32 and float16 are supported")
+    return {v.name: ELEMENT_TYPES[v.type] for v in values}
+
+
 @dataclass(frozen=True)
 class EncoderContract:
     path: Path
     input: str
     output: str
     fixed_batch: int | None
+    types: dict[str, str] = field(default_factory=dict)  # tensor name -> numpy dtype name, inputs and output
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class UNetContract:
     layout: Layout
     size: int
     fixed_batch: int | None
+    types: dict[str, str] = field(default_factory=dict)
 
 
 def check_audio_encoder(signature: Signature, path: Path) -> EncoderContract:
@@ -55,7 +69,9 @@ def check_audio_encoder(signature: Signature, path: Path) -> EncoderContract:
         raise ModelError(f"{path}: audio encoder input must be one [N, 1, 80, 16] tensor, found {_describe(inputs)}")
     if len(outputs) < 1 or not _fits(_shape(outputs[0]), (FEATURES,)):
         raise ModelError(f"{path}: audio encoder output must be [N, 512], found {_describe(outputs)}")
-    return EncoderContract(path, inputs[0].name, outputs[0].name, _batch(_shape(inputs[0])))
+    types = _check_types(path, "audio encoder input", inputs[:1]) | _check_types(path, "audio encoder output",
+                                                                                   outputs[:1])
+    return EncoderContract(path, inputs[0].name, outputs[0].name, _batch(_shape(inputs[0])), types)
 
 
 def check_unet(signature: Signature, path: Path, size: int) -> UNetContract:
@@ -74,5 +90,6 @@ def check_unet(signature: Signature, path: Path, size: int) -> UNetContract:
         raise ModelError(f"{path}: UNet inputs have different fixed batch sizes {sorted(batches)}")
     layout = detect_layout(_shape(audio[0]))
     assert layout is not None
+    types = _check_types(path, "UNet input", inputs) | _check_types(path, "UNet output", outputs[:1])
     return UNetContract(path, visual[0].name, audio[0].name, outputs[0].name, layout, size,
-                        batches.pop() if batches else None)
+                        batches.pop() if batches else None, types)

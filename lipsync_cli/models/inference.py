@@ -10,30 +10,55 @@ import numpy as np
 import onnxruntime as ort
 
 from lipsync_cli.errors import InferenceError
-from lipsync_cli.models.contracts import EncoderContract, UNetContract
+from lipsync_cli.models.contracts import FEATURES, EncoderContract, UNetContract
 
 
 class BatchedModel:
-    """session.run over any number of items, split to a fixed batch size when the model has one."""
+    """session.run over any number of items, split to a fixed batch size when the model has one. Inputs are fed
+    in the model's own element type; every output is checked (shape, type, finite values) and returned as
+    float32, so that a model that breaks its contract at run time stops the render with a one-line error
+    that names it."""
 
     def __init__(self, session: ort.InferenceSession, path: Path, output: str, fixed_batch: int | None,
+                 role: str, tail: tuple[int, ...], types: dict[str, str],
                  on_run: Callable[[int, float], None] | None = None) -> None:
         self.session, self.path, self.output, self.fixed_batch = session, path, output, fixed_batch
+        self.role, self.tail, self.types = role, tail, types
         self.on_run = on_run  # (items, seconds) after each call
+        self.done = 0  # items processed so far: the frame number of the next batch's first item
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
             return self.session.run([self.output], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
             detail = " ".join(str(exc).split())[:300]
-            raise InferenceError(f"{self.path}: inference failed ({detail})") from None
+            raise InferenceError(f"{self.path}: inference failed in the {self.role} at frame {self.done} "
+                                 f"({detail})") from None
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         started = time.perf_counter()
-        out = self._batched(feeds)
+        n = len(next(iter(feeds.values())))
+        typed = {k: np.ascontiguousarray(v, dtype=self.types.get(k, "float32")) for k, v in feeds.items()}
+        out = self._checked(self._batched(typed), n)
+        self.done += n
         if self.on_run is not None:
-            self.on_run(len(out), time.perf_counter() - started)
+            self.on_run(n, time.perf_counter() - started)
         return out
+
+    def _checked(self, out: object, n: int) -> np.ndarray:
+        declared = f"[N, {', '.join(map(str, self.tail))}]"
+        if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float16):
+            kind = getattr(out, "dtype", type(out).__name__)
+            raise InferenceError(f"{self.path}: the {self.role} returned {kind} values, not float32 or float16")
+        if out.shape != (n, *self.tail):
+            raise InferenceError(f"{self.path}: the {self.role} declares its output {declared} but returned "
+                                 f"{list(out.shape)} for {n} frames (from frame {self.done})")
+        if not np.isfinite(out.sum(dtype=np.float64)):
+            finite = np.isfinite(out.reshape(n, -1))
+            bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+            what = "NaN" if np.isnan(out[bad]).any() else "infinite values"
+            raise InferenceError(f"{self.path}: the {self.role} produced {what} at frame {self.done + bad}")
+        return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _batched(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         n = len(next(iter(feeds.values())))
@@ -46,26 +71,31 @@ class BatchedModel:
             short = step - len(next(iter(part.values())))
             if short:
                 part = {k: np.concatenate([v, np.zeros((short, *v.shape[1:]), v.dtype)]) for k, v in part.items()}
-            parts.append(self._run(part)[: step - short])
+            result = self._run(part)
+            if not isinstance(result, np.ndarray) or len(result) != step:
+                return result  # let the check report it
+            parts.append(result[: step - short])
         return np.concatenate(parts)
 
 
 class AudioEncoder(BatchedModel):
     def __init__(self, session: ort.InferenceSession, contract: EncoderContract) -> None:
-        super().__init__(session, contract.path, contract.output, contract.fixed_batch)
+        super().__init__(session, contract.path, contract.output, contract.fixed_batch, "audio encoder",
+                         (FEATURES,), contract.types)
         self.input = contract.input
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
         """Mel windows [N, 80, 16] -> features [N, 512]."""
-        return self({self.input: np.ascontiguousarray(windows[:, None], dtype=np.float32)})
+        return self({self.input: windows[:, None]})
 
 
 class MouthModel(BatchedModel):
     def __init__(self, session: ort.InferenceSession, contract: UNetContract,
                  on_run: Callable[[int, float], None] | None = None) -> None:
-        super().__init__(session, contract.path, contract.output, contract.fixed_batch, on_run)
+        super().__init__(session, contract.path, contract.output, contract.fixed_batch, "UNet",
+                         (3, contract.size, contract.size), contract.types, on_run)
         self.visual, self.audio = contract.visual, contract.audio
 
     def generate(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
         """Visual [N, 6, s, s] + audio features in the model's layout -> patches [N, 3, s, s]."""
-        return self({self.visual: visual, self.audio: np.ascontiguousarray(audio, dtype=np.float32)})
+        return self({self.visual: visual, self.audio: audio})

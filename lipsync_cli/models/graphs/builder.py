@@ -69,3 +69,36 @@ class Graph:
 
 def save(model: onnx.ModelProto, path: str | Path) -> None:
     Path(path).write_bytes(model.SerializeToString(deterministic=True))
+
+
+# Inputs that ONNX requires in float32 whatever the model's number format (Resize's roi and scales).
+_FLOAT32_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def to_float16(model: onnx.ModelProto, keep_io_types: bool = False) -> onnx.ModelProto:
+    """The model with every float32 weight in float16, as users export for GPU speed; its inputs and outputs
+    become float16 too, or (keep_io_types) stay float32 with Casts at the edges."""
+    graph = model.graph
+    stay = {node.input[k] for node in graph.node for k in _FLOAT32_INPUTS.get(node.op_type, ()) if k < len(node.input)}
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT and init.name not in stay:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name)
+            graph.initializer[i].CopyFrom(half)
+    if not keep_io_types:
+        for value in [*graph.input, *graph.output]:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+        return model
+    casts_in = []
+    for value in graph.input:
+        inner = value.name + "_half"
+        for node in graph.node:
+            node.input[:] = [inner if n == value.name else n for n in node.input]
+        casts_in.append(helper.make_node("Cast", [value.name], [inner], to=TensorProto.FLOAT16))
+    for value in graph.output:
+        inner = value.name + "_half"
+        for node in graph.node:
+            node.output[:] = [inner if n == value.name else n for n in node.output]
+        graph.node.append(helper.make_node("Cast", [inner], [value.name], to=TensorProto.FLOAT))
+    for cast in reversed(casts_in):
+        graph.node.insert(0, cast)
+    return model

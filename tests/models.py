@@ -1,0 +1,92 @@
+"""Copies of alice's models changed with `onnx`, for tests: float16, run-time shapes, NaN, other types."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from lipsync_cli.models.graphs.builder import to_float16
+
+from .conftest import ALICE
+
+MODELS = {"encoder": "audio_encoder.onnx", "unet": "model_best.onnx"}
+
+
+def load(which):
+    return onnx.load(str(ALICE / MODELS[which]))
+
+
+def save_into(folder, which, model):
+    onnx.checker.check_model(model)
+    (folder / MODELS[which]).write_bytes(model.SerializeToString())
+
+
+def float16(model, keep_io_types=False):
+    return to_float16(model, keep_io_types)
+
+
+def _rename_output(model):
+    out = model.graph.output[0].name
+    inner = out + "_raw"
+    for node in model.graph.node:
+        node.output[:] = [inner if n == out else n for n in node.output]
+    return out, inner
+
+
+def runtime_sliced(model, axis_ends):
+    """The output sliced to `axis_ends` ({axis: end}) by a Slice whose ends are computed from the first input
+    at run time (so no shape inference sees it), while the declared output shape stays the same."""
+    out, inner = _rename_output(model)
+    first = model.graph.input[0].name
+    g = model.graph
+    axes = sorted(axis_ends)
+    zero = helper.make_node("ReduceMin", [first], ["rt_min"], keepdims=0)
+    g.node.extend([
+        zero,
+        helper.make_node("Mul", ["rt_min", "rt_zero"], ["rt_zeroed"]),
+        helper.make_node("Cast", ["rt_zeroed"], ["rt_offset"], to=TensorProto.INT64),
+        helper.make_node("Add", ["rt_ends_base", "rt_offset"], ["rt_ends"]),
+        helper.make_node("Slice", [inner, "rt_starts", "rt_ends", "rt_axes"], [out]),
+    ])
+    g.initializer.extend([
+        numpy_helper.from_array(np.array(0, np.float32), "rt_zero"),
+        numpy_helper.from_array(np.zeros(len(axes), np.int64), "rt_starts"),
+        numpy_helper.from_array(np.array([axis_ends[a] for a in axes], np.int64), "rt_ends_base"),
+        numpy_helper.from_array(np.array(axes, np.int64), "rt_axes"),
+    ])
+    return model
+
+
+def nan_output(model):
+    """The output replaced by (x - x) / (x - x): NaN everywhere, at run time."""
+    out, inner = _rename_output(model)
+    model.graph.node.extend([helper.make_node("Sub", [inner, inner], ["nan_zero"]),
+                             helper.make_node("Div", ["nan_zero", "nan_zero"], [out])])
+    return model
+
+
+def int8_encoder():
+    """An audio encoder whose input is int8 (cast to float inside)."""
+    g = helper.make_graph(
+        [helper.make_node("Cast", ["mel"], ["melf"], to=TensorProto.FLOAT),
+         helper.make_node("Reshape", ["melf", "shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w"], ["features"])],
+        "int8", [helper.make_tensor_value_info("mel", TensorProto.INT8, ["N", 1, 80, 16])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 512])],
+        [numpy_helper.from_array(np.array([-1, 1280], np.int64), "shape"),
+         numpy_helper.from_array(np.zeros((1280, 512), np.float32), "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def character_with(tmp_path, name="variant", **models):
+    """A copy of alice with some of her models replaced: character_with(tmp_path, unet=model)."""
+    folder = tmp_path / name
+    shutil.copytree(ALICE, folder)
+    for which, model in models.items():
+        save_into(folder, which, model)
+    return folder
