@@ -130,3 +130,45 @@ def test_ctrl_c_while_starting_up(tmp_path, write_audio):
         assert time.time() - sent < 1.0, delay
         assert proc.returncode == 130 and err.strip() == "lipsync: error: interrupted", (delay, err)
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".mp4", ".part")]
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_an_output_that_is_the_input_is_refused(tmp_path, write_audio, how):
+    audio = write_audio(speech_like(0.4), 16000)
+    original = audio.read_bytes()
+    target = {"same path": audio, "symlink": tmp_path / "link.wav", "hard link": tmp_path / "hard.wav"}[how]
+    if how == "symlink":
+        target.symlink_to(audio)
+    elif how == "hard link":
+        os.link(audio, target)
+    result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(target), "--overwrite"])
+    assert result.exit_code == 2 and "is the audio input" in result.stderr and "would destroy it" in result.stderr
+    assert audio.read_bytes() == original
+
+
+def test_an_output_that_is_a_character_file_or_another_jobs_input(tmp_path, alice_copy, write_audio):
+    audio = write_audio(speech_like(0.4), 16000)
+    template = (alice_copy / "template.mp4").read_bytes()
+    result = runner.invoke(app, ["render", str(audio), "-c", str(alice_copy), "-o", str(alice_copy / "template.mp4"),
+                                 "--overwrite"])
+    assert result.exit_code == 2 and "alice's template" in result.stderr
+    assert (alice_copy / "template.mp4").read_bytes() == template
+    other = write_audio(speech_like(0.4, seed=9), 16000, name="other.wav")
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"audio,character,output\n{audio.name},alice,other.wav\nother.wav,alice,\n")
+    batch = runner.invoke(app, ["batch", str(jobs), "--overwrite", "--output-dir", str(tmp_path)])
+    assert batch.exit_code == 2 and "jobs.csv:2" in batch.stderr and "the audio input of jobs.csv:3" in batch.stderr
+    assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_a_killed_renders_temporary_file_is_removed_by_the_next(tmp_path, write_audio):
+    audio = write_audio(speech_like(0.4), 16000)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".out.mp4.{dead.pid}.deadbeef.part"
+    live = tmp_path / f".out.mp4.{os.getppid()}.cafef00d.part"  # a process that exists: left alone
+    stale.write_bytes(b"half a video")
+    live.write_bytes(b"in progress")
+    result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "out.mp4")])
+    assert result.exit_code == 0
+    assert not stale.exists() and live.exists() and (tmp_path / "out.mp4").is_file()

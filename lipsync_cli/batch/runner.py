@@ -11,9 +11,11 @@ from pathlib import Path
 
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, output_name
+from lipsync_cli.encoding.ffmpeg import check_not_an_input
 from lipsync_cli.errors import InputError, Interrupted, LipsyncError
 from lipsync_cli.models.devices import Device
 from lipsync_cli.render import RenderEvent, RenderPlan, Started, execute, plan
+from lipsync_cli.render.planning import job_inputs
 from lipsync_cli.runtime import Runtime
 
 DEFAULT_JOBS = 2  # per device: one job encodes while the next one's models run
@@ -80,7 +82,27 @@ class Batch:
             self.plans[entry.index] = planned
             record.character, record.device = planned.character.name, str(planned.device)
             record.frames, record.audio_seconds = planned.frames, planned.audio.duration
+        self._refuse_outputs_that_are_inputs()
         return self.records
+
+    def _refuse_outputs_that_are_inputs(self) -> None:
+        """A job must not write over what another job reads (its audio, its character's files)."""
+        inputs: dict[Path, str] = {}
+        for record in self.records:
+            planned = self.plans.get(record.index)
+            if planned is not None:
+                for path, what in job_inputs(planned.job.audio, planned.character).items():
+                    inputs.setdefault(path, f"{what} of {record.source}")
+        for record in self.records:
+            planned = self.plans.get(record.index)
+            if planned is None:
+                continue
+            try:
+                check_not_an_input(planned.output, inputs)
+            except LipsyncError as exc:
+                del self.plans[record.index]
+                record.frames = record.audio_seconds = record.device = None
+                self._refuse(record, exc)
 
     def _refuse(self, record: JobRecord, exc: LipsyncError) -> None:
         record.status, record.error = "refused", str(exc)

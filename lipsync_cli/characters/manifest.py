@@ -78,6 +78,7 @@ class Character:
     video: TemplateInfo
     encoder_contract: EncoderContract
     unet_contract: UNetContract
+    boxes_path: Path | None = None
 
     @property
     def layout(self) -> Layout:
@@ -260,7 +261,7 @@ def load_character(name_or_path: str | Path) -> Character:
     unet_contract = check_unet(read_signature(model), model, crop.inner)
     name = data.get("name", root.name)
     return Character(str(name), root, fps, template, boxes, model, encoder, crop, input_spec, audio, video,
-                     encoder_contract, unet_contract)
+                     encoder_contract, unet_contract, boxes_path)
 
 
 def check_character(path: Path) -> tuple[Character | None, str]:

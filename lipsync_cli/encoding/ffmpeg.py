@@ -63,7 +63,53 @@ class EncodeSettings:
 
 
 def temporary_path(target: Path) -> Path:
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    """`.NAME.PID.HEX.part` beside the target: the process id lets a later render tell a leftover of a killed
+    process from a render in progress."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove temporary files of `target` left by processes that no longer exist (killed with SIGKILL, say)."""
+    removed = []
+    prefix = f".{target.name}."
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".part")]
+    except OSError:
+        return removed
+    for path in candidates:
+        pid = path.name[len(prefix) :].split(".")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_exists(int(pid)):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_not_an_input(target: Path, inputs: dict[Path, str]) -> None:
+    """Refuse an output that is one of the inputs ({path: what it is}), through links (symbolic or hard) too."""
+    for path, what in inputs.items():
+        if _same_file(target, path):
+            raise OutputError(f"{target}: is {what} ({path}); writing the video there would destroy it")
 
 
 def check_output_path(target: Path, overwrite: bool) -> Path:
@@ -122,6 +168,7 @@ class VideoWriter:
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             raise ValueError(f"yuv420p frames need an even size, got {width}x{height}")
         self.target = Path(target)
+        remove_stale_temporaries(self.target)
         self.temp = temporary_path(self.target)
         self.width, self.height, self.fps = width, height, fps
         self.shape = (height * 3 // 2, width) if pix_fmt == "yuv420p" else (height, width, 3)

@@ -10,7 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lipsync_cli.audio.loading import probe_audio
-from lipsync_cli.encoding.ffmpeg import check_encoder, check_output_path
+from lipsync_cli.characters.manifest import MANIFEST, Character
+from lipsync_cli.encoding.ffmpeg import check_encoder, check_not_an_input, check_output_path
 from lipsync_cli.errors import InputError
 from lipsync_cli.render.jobs import BLENDS, MAX_BATCH, RenderJob, RenderPlan, default_batch
 from lipsync_cli.render.pipeline import frame_count
@@ -19,6 +20,16 @@ from lipsync_cli.runtime import Runtime
 
 def default_output(audio: Path, character_name: str) -> Path:
     return Path.cwd() / f"{Path(audio).stem}_{character_name}.mp4"
+
+
+def job_inputs(audio: Path, character: Character) -> dict[Path, str]:
+    """Every file a job reads, and what it is to the job."""
+    files = {Path(audio): "the audio input", character.root / MANIFEST: f"{character.name}'s manifest"}
+    for path, what in ((character.template, "template"), (character.model, "UNet"),
+                       (character.audio_encoder, "audio encoder"), (character.boxes_path, "boxes")):
+        if path is not None:
+            files[Path(path)] = f"{character.name}'s {what}"
+    return files
 
 
 def check_options(job: RenderJob) -> None:
@@ -39,7 +50,9 @@ def plan(job: RenderJob, runtime: Runtime) -> RenderPlan:
     character = runtime.character(job.character)
     if job.options.window_end is not None and job.options.window_end != character.audio.window_end:
         character = replace(character, audio=replace(character.audio, window_end=job.options.window_end))
-    output = check_output_path(job.output or default_output(job.audio, character.name), job.options.overwrite)
+    output = job.output or default_output(job.audio, character.name)
+    check_not_an_input(output, job_inputs(job.audio, character))
+    output = check_output_path(output, job.options.overwrite)
     check_encoder(encode)
     device, notice = runtime.resolve(job.options.device, (character.audio_encoder, character.model), character.name)
     return RenderPlan(job, character, audio, output, device, job.options.batch_size or default_batch(device),
