@@ -10,7 +10,7 @@ nox.options.sessions = ["tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (real onnxruntime and the bundled ffmpeg)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,ray]")
     session.run("pytest", *session.posargs)
 
 

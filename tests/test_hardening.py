@@ -153,7 +153,7 @@ def test_an_output_that_is_a_character_file_or_another_jobs_input(tmp_path, alic
                                  "--overwrite"])
     assert result.exit_code == 2 and "alice's template" in result.stderr
     assert (alice_copy / "template.mp4").read_bytes() == template
-    other = write_audio(speech_like(0.4, seed=9), 16000, name="other.wav")
+    write_audio(speech_like(0.4, seed=9), 16000, name="other.wav")
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(f"audio,character,output\n{audio.name},alice,other.wav\nother.wav,alice,\n")
     batch = runner.invoke(app, ["batch", str(jobs), "--overwrite", "--output-dir", str(tmp_path)])

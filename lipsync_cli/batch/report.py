@@ -28,6 +28,7 @@ class JobRecord:
     wall_seconds: float | None = None
     device: str | None = None
     error: str | None = None
+    attempts: list[dict] | None = None  # on a cluster: where each attempt ran, and why one was retried
 
     @property
     def fps(self) -> float | None:

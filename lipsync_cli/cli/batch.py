@@ -10,6 +10,9 @@ import typer
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, JOB_COLUMNS, read_job_file
 from lipsync_cli.cli.batching import (
+    Cluster,
+    ClusterAddress,
+    CpuWorkers,
     Devices,
     DryRun,
     Eviction,
@@ -20,7 +23,10 @@ from lipsync_cli.cli.batching import (
     NamePattern,
     OutputDir,
     Report,
+    Retries,
+    SharedFs,
     SkipExisting,
+    cluster_settings,
     run_batch,
     runtime_config,
 )
@@ -56,6 +62,11 @@ def batch_command(
     eviction: Eviction = "lfu",
     report: Report = None,
     dry_run: DryRun = False,
+    cluster: Cluster = None,
+    cluster_address: ClusterAddress = None,
+    cpu_workers: CpuWorkers = None,
+    retries: Retries = 1,
+    shared_fs: SharedFs = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")] = False,
     debug: Debug = False,
@@ -68,6 +79,7 @@ def batch_command(
         entries = read_job_file(jobs_file, defaults)
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
         config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
-        return run_batch(entries, settings, config, report, dry_run, quiet)
+        on_cluster = cluster_settings(cluster, cluster_address, cpu_workers, retries, shared_fs)
+        return run_batch(entries, settings, config, report, dry_run, quiet, on_cluster)
 
     raise typer.Exit(run_reporting(work, debug))

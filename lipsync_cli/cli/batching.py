@@ -4,6 +4,7 @@ work, the bad-job lines, the dry run, the summary table and the report."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from lipsync_cli.batch.runner import Batch, BatchSettings
 from lipsync_cli.batch.sources import Entry
 from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive
 from lipsync_cli.cli.progress import BatchProgress
+from lipsync_cli.cluster.driver import ClusterBatch, ClusterSettings, for_cluster, import_ray
 from lipsync_cli.errors import InputError, Interrupted
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
@@ -39,6 +41,16 @@ Eviction = Annotated[str, typer.Option("--eviction", help="Which loaded characte
                                        "used) or lru (least recently used).")]
 Report = Annotated[Path | None, typer.Option("--report", help="Write a JSON report of every job here (also after "
                                              "a failure or an interrupt).", show_default=False)]
+Cluster = Annotated[str | None, typer.Option("--cluster", help="Render on a cluster: ray (needs "
+                                            "pip install 'lipsync-cli[ray]').", show_default=False)]
+ClusterAddress = Annotated[str | None, typer.Option("--cluster-address", help="The Ray cluster to join (default: "
+                                                    "RAY_ADDRESS, else a local Ray instance on this machine).",
+                                                    show_default=False)]
+CpuWorkers = Annotated[int | None, typer.Option("--cpu-workers", min=1, help="CPU workers where the cluster has no "
+                                                "GPU (default: its CPUs, at most 4).", show_default=False)]
+Retries = Annotated[int, typer.Option("--retries", min=0, max=10, help="Extra attempts for a job whose worker "
+                                      "died (a job that fails by itself is not retried).")]
+SharedFs = Annotated[bool, typer.Option("--shared-fs", help="Every node sees these paths: send paths, not bytes.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check every job and show what would be rendered; render "
                                       "nothing.")]
 
@@ -97,14 +109,14 @@ def _summary(records: list[JobRecord]) -> Table:
 
 
 def run_batch(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
-              dry_run: bool, quiet: bool) -> int:
+              dry_run: bool, quiet: bool, cluster: ClusterSettings | None = None) -> int:
     """Plan, then render, a list of jobs; return the exit status (raise Interrupted on Ctrl-C / SIGTERM)."""
     if report is not None and not (report.parent if str(report.parent) else Path(".")).is_dir():
         raise InputError(f"{report}: the directory {report.parent} does not exist", option="report")
     started = now()
     made = _make_output_dir(settings.output_dir)
     try:
-        code = _run(entries, settings, config, report, dry_run, quiet, started)
+        code = _run(entries, settings, config, report, dry_run, quiet, started, cluster)
     except BaseException:
         _remove_if_empty(made)
         raise
@@ -132,8 +144,22 @@ def _remove_if_empty(folder: Path | None) -> None:
             pass
 
 
+def cluster_settings(cluster: str | None, address: str | None, cpu_workers: int | None, retries: int,
+                     shared_fs: bool) -> ClusterSettings | None:
+    if cluster is None:
+        if address or cpu_workers or shared_fs:
+            raise InputError("the cluster options need --cluster ray")
+        return None
+    if cluster != "ray":
+        raise InputError(f"cluster {cluster!r} is unknown: the one supported is ray", option="cluster")
+    import_ray()
+    return ClusterSettings(address, cpu_workers, retries, shared_fs)
+
+
 def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
-         dry_run: bool, quiet: bool, started: str) -> int:
+         dry_run: bool, quiet: bool, started: str, cluster: ClusterSettings | None) -> int:
+    if cluster is not None:
+        entries = [replace(e, job=for_cluster(e.job)) if e.job is not None else e for e in entries]
     notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {m}", soft_wrap=True))
     with Runtime(config, notify=notify) as runtime:
         batch = Batch(entries, runtime, settings)
@@ -158,7 +184,10 @@ def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, r
         progress = BatchProgress(len(todo), sum(r.frames or 0 for r in todo), is_interactive(), not quiet)
         batch.on_update = progress.update
         try:
-            batch.run()
+            if cluster is None:
+                batch.run()
+            else:
+                ClusterBatch(batch, cluster, config, progress.update).run()
         except Interrupted:
             progress.close()
             finish("interrupted", Interrupted.exit_code)

@@ -12,6 +12,9 @@ from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, expand_audio
 from lipsync_cli.cli.batching import (
+    Cluster,
+    ClusterAddress,
+    CpuWorkers,
     Devices,
     DryRun,
     Eviction,
@@ -22,7 +25,10 @@ from lipsync_cli.cli.batching import (
     NamePattern,
     OutputDir,
     Report,
+    Retries,
+    SharedFs,
     SkipExisting,
+    cluster_settings,
     run_batch,
     runtime_config,
 )
@@ -69,6 +75,11 @@ def render_command(
     eviction: Eviction = "lfu",
     report: Report = None,
     dry_run: DryRun = False,
+    cluster: Cluster = None,
+    cluster_address: ClusterAddress = None,
+    cpu_workers: CpuWorkers = None,
+    retries: Retries = 1,
+    shared_fs: SharedFs = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache "
                                            "(see `lipsync cache`).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
@@ -89,7 +100,7 @@ def render_command(
         if output is not None and not single:
             raise InputError(f"an output file (-o) is for one input, and {len(inputs)} were given: use --output-dir "
                              "and --name")
-        if single and not (dry_run or report or skip_existing or keep_going or output_dir):
+        if single and not (dry_run or report or skip_existing or keep_going or output_dir or cluster):
             job = RenderJob(inputs[0], character, output, options)
             _render_one(job, RuntimeConfig(devices=devices, cache=not no_cache), quiet)
             return 0
@@ -97,7 +108,8 @@ def render_command(
                    for i, path in enumerate(inputs, 1)]
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
         config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
-        return run_batch(entries, settings, config, report, dry_run, quiet)
+        on_cluster = cluster_settings(cluster, cluster_address, cpu_workers, retries, shared_fs)
+        return run_batch(entries, settings, config, report, dry_run, quiet, on_cluster)
 
     raise typer.Exit(run_reporting(work, debug))
 
