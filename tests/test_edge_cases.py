@@ -92,7 +92,8 @@ def front_end_peak(tmp_path, minutes):
             f.write(block)
     info = probe_audio(path)
     character = type("C", (), {})()
-    character.fps, character.audio = Fraction(25), type("A", (), {"pad_mode": "constant", "window_end": "silence"})
+    audio = {"pad_mode": "constant", "window_end": "silence", "resample": "soxr"}
+    character.fps, character.audio = Fraction(25), type("A", (), audio)
     tracemalloc.start()
     count = sum(len(w) for w in audio_windows(character, info, 10240))
     peak = tracemalloc.get_traced_memory()[1]

@@ -16,6 +16,7 @@ from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.cli.app import app
 
 from .conftest import REPO
+from .media import FFMPEG
 
 runner = CliRunner()
 
@@ -119,6 +120,10 @@ def test_closed_stdout_and_a_reader_that_goes_away(tmp_path, write_audio):
 
 def test_ctrl_c_while_starting_up(tmp_path, write_audio):
     audio = write_audio(speech_like(5.0), 16000)
+    # a Ctrl-C while the libraries load is acted on once they are loaded: allow for a slow, loaded machine
+    loading = float(subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "
+                                    "import lipsync_cli.cli.app; print(time.perf_counter() - t)"],
+                                   cwd=REPO, capture_output=True, text=True, check=True).stdout)
     for delay in (0.15, 0.6):
         proc = subprocess.Popen([sys.executable, "-m", "lipsync_cli", "render", str(audio), "-c", "alice", "-o",
                                  str(tmp_path / "x.mp4"), "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE,
@@ -127,7 +132,7 @@ def test_ctrl_c_while_starting_up(tmp_path, write_audio):
         sent = time.time()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
-        assert time.time() - sent < 1.0, delay
+        assert time.time() - sent < max(1.0, loading + 0.5), (delay, loading)
         assert proc.returncode == 130 and err.strip() == "lipsync: error: interrupted", (delay, err)
     assert not [p for p in tmp_path.iterdir() if p.suffix in (".mp4", ".part")]
 
@@ -153,9 +158,10 @@ def test_an_output_that_is_a_character_file_or_another_jobs_input(tmp_path, alic
                                  "--overwrite"])
     assert result.exit_code == 2 and "alice's template" in result.stderr
     assert (alice_copy / "template.mp4").read_bytes() == template
-    write_audio(speech_like(0.4, seed=9), 16000, name="other.wav")
+    other = write_audio(speech_like(0.4, seed=9), 16000, name="other.wav")
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(other), "-c:a", "aac", str(tmp_path / "other.mkv")], check=True)
     jobs = tmp_path / "jobs.csv"
-    jobs.write_text(f"audio,character,output\n{audio.name},alice,other.wav\nother.wav,alice,\n")
+    jobs.write_text(f"audio,character,output\n{audio.name},alice,other.mkv\nother.mkv,alice,\n")
     batch = runner.invoke(app, ["batch", str(jobs), "--overwrite", "--output-dir", str(tmp_path)])
     assert batch.exit_code == 2 and "jobs.csv:2" in batch.stderr and "the audio input of jobs.csv:3" in batch.stderr
     assert not list(tmp_path.glob("*.mp4"))

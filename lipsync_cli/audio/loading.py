@@ -1,9 +1,13 @@
-"""Audio in: any file soundfile reads, any rate and channel count -> mono float32 at 16 kHz.
+"""Audio in: any file soundfile reads, or else any container the bundled ffmpeg decodes (M4A, AAC, the audio
+of MP4/MOV/MKV/WebM, ...), any rate and channel count -> mono float32 at 16 kHz.
 
 `probe_audio` checks a file completely (it decodes it once, so a truncated or non-finite file is refused
 before work starts); `stream_audio` then yields it in fixed-size chunks without holding the whole file.
-Resampling is scipy's `resample_poly`, applied block by block with enough context on either side that every
-output sample equals the whole-file result.
+Channels are mixed to their mean, then resampled as the models' training data was: `librosa.load(path,
+sr=16000)` is soxr at HQ quality, zero-padded to ceil(n * 16000 / rate) samples, and so is the default
+here (soxr's streaming resampler gives the one-shot result whatever the chunk borders). `polyphase` (scipy's
+`resample_poly`, block by block with enough context that every sample equals the whole-file result) stays
+selectable for models trained that way.
 """
 
 from __future__ import annotations
@@ -13,12 +17,17 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
 
+from lipsync_cli.audio import ffmpeg_decode
 from lipsync_cli.errors import AudioError
 from lipsync_cli.stages import regroup
+
+Resampler = Literal["soxr", "polyphase"]
+RESAMPLERS: tuple[Resampler, ...] = ("soxr", "polyphase")
 
 TARGET_RATE = 16_000
 CHUNK_SAMPLES = 10_240  # 640 ms at 16 kHz
@@ -36,10 +45,11 @@ class AudioInfo:
     frames: int  # at the file's own rate, as decoded (not as the header claims)
     format: str
     subtype: str
+    decoder: Literal["soundfile", "ffmpeg"] = "soundfile"
 
     @property
     def samples_16k(self) -> int:
-        """Length after resampling to 16 kHz (resample_poly's output length)."""
+        """Length after resampling to 16 kHz: ceil(frames * 16000 / rate), for either resampler."""
         up, down = _ratio(self.sample_rate)
         return math.ceil(self.frames * up / down)
 
@@ -53,7 +63,8 @@ def _ratio(rate: int) -> tuple[int, int]:
     return TARGET_RATE // g, rate // g
 
 
-def _open(path: Path) -> sf.SoundFile:
+def _open(path: Path) -> sf.SoundFile | None:
+    """The file opened by soundfile, or None when soundfile does not know its format (ffmpeg may)."""
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
@@ -69,9 +80,8 @@ def _open(path: Path) -> sf.SoundFile:
         raise AudioError(f"{path}: the file is empty")
     try:
         return sf.SoundFile(str(path))
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        reason = str(exc).split(":")[-1].strip() or "unknown format"
-        raise AudioError(f"{path}: not a readable audio file ({reason})") from None
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError):
+        return None
 
 
 def _riff_shortfall(path: Path) -> tuple[int, int] | None:
@@ -105,12 +115,12 @@ def _riff_shortfall(path: Path) -> tuple[int, int] | None:
 def probe_audio(path: str | Path) -> AudioInfo:
     """Open, decode once and check an audio file; raise AudioError with a one-line reason."""
     path = Path(path)
-    with _open(path) as f:
+    opened = _open(path)
+    if opened is None:
+        return _probe_with_ffmpeg(path)
+    with opened as f:
         rate, channels, claimed = f.samplerate, f.channels, f.frames
-        if not MIN_RATE <= rate <= MAX_RATE:
-            raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
-        if not 1 <= channels <= MAX_CHANNELS:
-            raise AudioError(f"{path}: {channels} channels are not supported (1 to {MAX_CHANNELS})")
+        _check_format(path, rate, channels)
         check_finite = f.subtype in _FLOAT_SUBTYPES
         frames = 0
         try:
@@ -135,22 +145,77 @@ def probe_audio(path: str | Path) -> AudioInfo:
     return AudioInfo(path, rate, channels, frames, fmt, subtype)
 
 
+def _check_format(path: Path, rate: int, channels: int) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{path}: sample rate {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioError(f"{path}: {channels} channels are not supported (1 to {MAX_CHANNELS})")
+
+
+def _probe_with_ffmpeg(path: Path) -> AudioInfo:
+    rate, channels, frames, bad = ffmpeg_decode.probe(path, _SCAN_BLOCK)
+    _check_format(path, rate, channels)
+    if bad is not None:
+        raise AudioError(f"{path}: contains NaN or infinite samples at {bad:.3f} s")
+    if frames == 0:
+        raise AudioError(f"{path}: contains no audio samples")
+    return AudioInfo(path, rate, channels, frames, "ffmpeg", "float32", "ffmpeg")
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+
 def _source_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
     """Mono float32 blocks at the file's own rate."""
-    with _open(info.path) as f:
+    if info.decoder == "ffmpeg":
+        remaining = info.frames
+        for data in regroup(ffmpeg_decode.stream(info.path, block), block):
+            data = data[:remaining]
+            remaining -= len(data)
+            if len(data):
+                yield _mono(data)
+        if remaining > 0:
+            raise AudioError(f"{info.path}: ended early while reading")
+        return
+    opened = _open(info.path)
+    if opened is None:
+        raise AudioError(f"{info.path}: changed since it was checked")
+    with opened as f:
         remaining = info.frames
         while remaining > 0:
             data = f.read(min(block, remaining), dtype="float32", always_2d=True)
             if not len(data):
                 raise AudioError(f"{info.path}: ended early while reading")
             remaining -= len(data)
-            yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            yield _mono(data)
 
 
-def _resampled_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
+def _soxr_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
+    import soxr
+
+    stream = soxr.ResampleStream(info.sample_rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
+    produced = 0
+    source = _source_blocks(info, _SCAN_BLOCK)
+    block = next(source, None)
+    while block is not None:
+        following = next(source, None)
+        out = stream.resample_chunk(block, last=following is None)
+        produced += len(out)
+        if len(out):
+            yield out
+        block = following
+    if produced < info.samples_16k:  # librosa.load pads soxr's output to its ceil length with zeros
+        yield np.zeros(info.samples_16k - produced, np.float32)
+
+
+def _resampled_blocks(info: AudioInfo, resampler: Resampler = "soxr") -> Iterator[np.ndarray]:
     up, down = _ratio(info.sample_rate)
     if up == down:
         yield from _source_blocks(info, _SCAN_BLOCK)
+        return
+    if resampler == "soxr":
+        yield from _soxr_blocks(info)
         return
     from scipy.signal import resample_poly  # imported only when needed: scipy.signal takes a second to load
 
@@ -175,12 +240,12 @@ def _resampled_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
         yield y[k0 - off : k1 - off]
 
 
-def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES) -> Iterator[np.ndarray]:
+def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES, resampler: Resampler = "soxr") -> Iterator[np.ndarray]:
     """The file as mono float32 16 kHz chunks of `chunk` samples (the last may be shorter)."""
-    return regroup(_resampled_blocks(info), chunk)
+    return regroup(_resampled_blocks(info, resampler), chunk)
 
 
-def read_audio(path: str | Path) -> np.ndarray:
+def read_audio(path: str | Path, resampler: Resampler = "soxr") -> np.ndarray:
     """The whole file as mono float32 at 16 kHz (for tools and tests; `render` streams)."""
     info = probe_audio(path)
-    return np.concatenate(list(_resampled_blocks(info)))
+    return np.concatenate(list(_resampled_blocks(info, resampler)))

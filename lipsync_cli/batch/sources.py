@@ -13,8 +13,10 @@ from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render.jobs import RenderJob, RenderOptions
 
-# What a folder is scanned for: the formats the audio loader reads.
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+# What a folder is scanned for: audio formats (soundfile's and, through ffmpeg, the common containers); video
+# files are left out, since a folder of renders would otherwise feed on itself.
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64",
+                  ".m4a", ".aac", ".wma", ".weba"}
 DEFAULT_NAME = "{stem}_{character}.mp4"
 JOB_COLUMNS = ("audio", "character", "output", "device", "batch_size", "blend", "crf", "preset", "codec",
                "window_end")

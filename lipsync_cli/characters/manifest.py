@@ -24,11 +24,11 @@ from lipsync_cli.resources import bundled_dir
 
 MANIFEST = "character.toml"
 MIN_FPS, MAX_FPS = 1, 240
-_TOP_KEYS = {"name", "fps", "template", "boxes", "model", "audio_encoder", "crop", "input", "audio"}
+_TOP_KEYS = {"name", "fps", "fps_override", "template", "boxes", "model", "audio_encoder", "crop", "input", "audio"}
 _SECTIONS = {
     "crop": {"size", "border"},
     "input": {"channels", "color", "mask"},
-    "audio": {"pad_mode", "window_end"},
+    "audio": {"pad_mode", "window_end", "resample"},
 }
 
 
@@ -53,6 +53,7 @@ class InputSpec:
 class AudioSpec:
     pad_mode: str = "constant"
     window_end: str = "silence"
+    resample: str = "soxr"  # what the training data went through: soxr (librosa.load) or polyphase
 
 
 @dataclass(frozen=True)
@@ -180,7 +181,8 @@ def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, Audio
         channels = tuple(input_d.get("channels", ("reference", "masked")))
         color = str(input_d.get("color", "bgr")).lower()
         mask = tuple(_whole(v, "input.mask") for v in input_d.get("mask", (5, 5, 310, 305)))
-        audio = AudioSpec(str(audio_d.get("pad_mode", "constant")), str(audio_d.get("window_end", "silence")))
+        audio = AudioSpec(str(audio_d.get("pad_mode", "constant")), str(audio_d.get("window_end", "silence")),
+                          str(audio_d.get("resample", "soxr")))
     except (TypeError, ValueError) as exc:
         raise CharacterError(f"{manifest}: bad value ({exc})") from None
     if not MIN_FPS <= fps <= MAX_FPS:
@@ -196,6 +198,8 @@ def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, Audio
         raise CharacterError(f"{manifest}: input.mask {list(mask)} must be x, y, w, h inside {crop.inner}x{crop.inner}")
     if audio.pad_mode not in ("constant", "reflect"):
         raise CharacterError(f"{manifest}: audio.pad_mode must be constant or reflect, not {audio.pad_mode!r}")
+    if audio.resample not in ("soxr", "polyphase"):
+        raise CharacterError(f"{manifest}: audio.resample must be soxr or polyphase, not {audio.resample!r}")
     if audio.window_end not in ("silence", "clamp"):
         raise CharacterError(f"{manifest}: audio.window_end must be silence or clamp, not {audio.window_end!r}")
     return fps, crop, InputSpec(channels, color, mask), audio  # type: ignore[arg-type]
@@ -256,6 +260,12 @@ def load_character(name_or_path: str | Path) -> Character:
     template, boxes_path = _file(root, data, "template"), _file(root, data, "boxes")
     model, encoder = _file(root, data, "model"), _file(root, data, "audio_encoder")
     video = probe_template(template)
+    override = data.get("fps_override", False)
+    if not isinstance(override, bool):
+        raise CharacterError(f"{root / MANIFEST}: fps_override must be true or false")
+    if video.fps > 0 and abs(float(fps) - video.fps) > 0.01 and not override:
+        raise CharacterError(f"{root / MANIFEST}: fps {float(fps):g} differs from the template's own {video.fps:g} fps "
+                             f"({template.name}); set fps_override = true to render at {float(fps):g} anyway")
     boxes = _load_boxes(boxes_path, video, template)
     encoder_contract = check_audio_encoder(read_signature(encoder), encoder)
     unet_contract = check_unet(read_signature(model), model, crop.inner)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -42,8 +47,9 @@ from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
 def render_command(
-    audio: Annotated[list[str], typer.Argument(help="Speech recordings (WAV, FLAC, OGG, ... at any rate, any "
-                                               "channels), folders of them, or glob patterns.",
+    audio: Annotated[list[str], typer.Argument(help="Speech recordings (WAV, FLAC, OGG, MP3, M4A, the audio of a "
+                                               "video, ... at any rate, any channels), folders of them, glob "
+                                               "patterns, or - for standard input.",
                                                show_default=False)],
     character: Annotated[str, typer.Option("--character", "-c", help="Character name or folder.",
                                            show_default=False)],
@@ -91,6 +97,13 @@ def render_command(
     def work() -> int:
         options = RenderOptions(parse_device(device, gpu), batch_size, blend,  # type: ignore[arg-type]
                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
+        if "-" in audio:
+            if len(audio) > 1:
+                raise InputError("standard input (-) can only be the one input")
+            with _stdin_spooled() as spooled:
+                _render_one(RenderJob(spooled, character, output, options),
+                            RuntimeConfig(devices=devices, cache=not no_cache), quiet)
+            return 0
         inputs = expand_audio(audio, recursive)
         single = len(audio) == 1 and len(inputs) == 1 and not Path(audio[0]).is_dir()
         if not inputs:
@@ -112,6 +125,17 @@ def render_command(
         return run_batch(entries, settings, config, report, dry_run, quiet, on_cluster)
 
     raise typer.Exit(run_reporting(work, debug))
+
+
+@contextmanager
+def _stdin_spooled() -> Iterator[Path]:
+    """Standard input copied to a temporary file named `stdin` (so the default output is stdin_<character>.mp4):
+    the audio is checked in full before work, and ffmpeg reads it a second time to mux it."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-stdin-") as folder:
+        path = Path(folder) / "stdin"
+        with open(path, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        yield path
 
 
 def _render_one(job: RenderJob, config: RuntimeConfig, quiet: bool) -> None:

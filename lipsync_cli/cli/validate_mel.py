@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lipsync_cli.audio.loading import CHUNK_SAMPLES, probe_audio, read_audio
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, RESAMPLERS, probe_audio, read_audio
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.cli.common import Debug, console, run_reporting
 from lipsync_cli.errors import InputError
@@ -39,6 +39,8 @@ def validate_mel(
     chunk_samples: Annotated[
         int, typer.Option("--chunk-samples", min=1, help="Chunk size of the streamed pipeline, in 16 kHz samples.")
     ] = CHUNK_SAMPLES,
+    resample: Annotated[str, typer.Option("--resample", help="Resampler for files not at 16 kHz: soxr (what "
+                                          "librosa.load does) or polyphase.")] = "soxr",
     debug: Debug = False,
 ) -> None:
     """Check the mel-spectrogram against librosa, a reference .npy and the chunked stream.
@@ -50,6 +52,8 @@ def validate_mel(
     def work() -> int:
         if pad_mode not in ("constant", "reflect"):
             raise InputError(f"--pad-mode must be constant or reflect, not {pad_mode!r}")
+        if resample not in RESAMPLERS:
+            raise InputError(f"--resample must be soxr or polyphase, not {resample!r}")
         inputs = list(audio or _default_inputs())
         if reference is not None and len(inputs) != 1:
             raise InputError(f"{reference}: --reference needs exactly one AUDIO file, got {len(inputs)}")
@@ -57,21 +61,24 @@ def validate_mel(
         jobs = [(p.name, probe_audio(p)) for p in inputs]  # refuse bad files before any work
         if not jobs:
             jobs = [("synthetic 3 s", None)]
-        table = Table(title=f"mel-spectrogram check (pad {pad_mode}, chunks of {chunk_samples} samples)")
+        table = Table(title=f"mel-spectrogram check (pad {pad_mode}, chunks of {chunk_samples} samples, "
+                            f"resampling with {'soxr HQ' if resample == 'soxr' else 'resample_poly'})")
         for column in ("audio", "frames", "against", "max |diff|", "mean |diff|", "tol", "result"):
             right = "diff" in column or column == "frames"
             table.add_column(column, no_wrap=True, justify="right" if right else "left")
         all_ok = True
         for name, info in jobs:
-            x = read_audio(info.path) if info is not None else speech_like(3.0)
-            whole, results = validate(x, info, ref, pad_mode, chunk_samples)  # type: ignore[arg-type]
+            x = read_audio(info.path, resample) if info is not None else speech_like(3.0)  # type: ignore[arg-type]
+            whole, results = validate(x, info, ref, pad_mode, chunk_samples, resample,  # type: ignore[arg-type]
+                                      reference.name if reference is not None else "reference")
             for k, r in enumerate(results):
                 all_ok &= r.ok
                 verdict = "[green]ok[/]" if r.ok else f"[red]FAIL[/] {r.note}".rstrip()
                 table.add_row(name if k == 0 else "", str(len(whole)) if k == 0 else "", r.name,
                               f"{r.max_abs:.2e}", f"{r.mean_abs:.2e}", f"{r.tolerance:.0e}", verdict)
             if not any(r.name == "librosa" for r in results) and info is jobs[0][1]:
-                console.print("[yellow]librosa is not installed: the librosa comparison is skipped[/]")
+                console.print("[yellow]librosa is not installed: the librosa comparisons are skipped "
+                              "(pip install librosa)[/]")
         console.print(table)
         return 0 if all_ok else 1
 

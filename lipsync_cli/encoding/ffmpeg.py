@@ -22,6 +22,8 @@ import numpy as np
 
 from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
 
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # output extension -> ffmpeg muxer
+AAC_RATES = (8_000, 48_000)  # AAC at the input's rate inside this range (plays everywhere), else 48 kHz
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 NVENC_PRESETS = ("p1", "p2", "p3", "p4", "p5", "p6", "p7")
 CODECS = ("libx264", "h264_nvenc")
@@ -119,6 +121,8 @@ def check_output_path(target: Path, overwrite: bool) -> Path:
         raise OutputError(f"{target}: is a symbolic link to a missing file; give a plain file name")
     if target.is_dir():
         raise OutputError(f"{target}: is a directory; give a file name such as {target / 'out.mp4'}")
+    if target.suffix.lower() not in CONTAINERS:
+        raise OutputError(f"{target}: the output must be a {', '.join(CONTAINERS)} file")
     if target.exists() and not overwrite:
         raise OutputExists(f"{target}: exists")
     parent = target.parent if str(target.parent) else Path(".")
@@ -162,6 +166,7 @@ class VideoWriter:
         settings: EncodeSettings = EncodeSettings(),
         extra_output_args: tuple[str, ...] = (),
         pix_fmt: str = "bgr24",
+        audio_format: tuple[int, int] | None = None,  # the input's (rate, channels), for the output's AAC
     ) -> None:
         if pix_fmt not in ("bgr24", "yuv420p"):
             raise ValueError(f"pix_fmt must be bgr24 or yuv420p, not {pix_fmt}")
@@ -178,13 +183,21 @@ class VideoWriter:
                "-framerate", f"{fps.numerator}/{fps.denominator}", "-i", "pipe:0"]
         if audio is not None:
             cmd += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0", "-c:a", "aac", "-b:a", settings.audio_bitrate]
+            rate, channels = audio_format or (0, 0)
+            if rate and not AAC_RATES[0] <= rate <= AAC_RATES[1]:
+                cmd += ["-ar", str(AAC_RATES[1])]
+            if channels > 2:
+                cmd += ["-ac", "2"]
         cmd += settings.video_args()
         if pix_fmt == "yuv420p":
             cmd += ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
                     "-color_range", "tv"]
         if width % 2 or height % 2:  # yuv420p needs even sides: pad one black row/column, never resample
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
-        cmd += ["-movflags", "+faststart", *extra_output_args, "-f", "mp4", str(self.temp)]
+        muxer = CONTAINERS.get(self.target.suffix.lower(), "mp4")
+        if muxer != "matroska":
+            cmd += ["-movflags", "+faststart"]
+        cmd += [*extra_output_args, "-f", muxer, str(self.temp)]
         self.command = cmd
         self._stderr: collections.deque[str] = collections.deque(maxlen=12)
         try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, stream_audio
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, Resampler, stream_audio
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import (
     FMAX,
@@ -81,9 +81,20 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float) -
     return Comparison(name, float(diff.max()), float(diff.mean()), tolerance)
 
 
-def chunked_mel(info: AudioInfo, pad_mode: PadMode = "constant", chunk: int = CHUNK_SAMPLES) -> np.ndarray:
+def librosa_load_mel(info: AudioInfo, pad_mode: PadMode = "constant") -> np.ndarray | None:
+    """The mel of `librosa.load(path, sr=16000)`, the training scripts' loading, or None without librosa."""
+    try:
+        import librosa
+    except ImportError:
+        return None
+    y, _ = librosa.load(str(info.path), sr=16000, mono=True)
+    return librosa_mel(y, pad_mode)
+
+
+def chunked_mel(info: AudioInfo, pad_mode: PadMode = "constant", chunk: int = CHUNK_SAMPLES,
+                resampler: Resampler = "soxr") -> np.ndarray:
     stream = MelStream(pad_mode)
-    parts = [stream.push(c) for c in stream_audio(info, chunk)]
+    parts = [stream.push(c) for c in stream_audio(info, chunk, resampler)]
     parts.append(stream.finish())
     return np.concatenate(parts)
 
@@ -94,17 +105,24 @@ def validate(
     reference: np.ndarray | None = None,
     pad_mode: PadMode = "constant",
     chunk: int = CHUNK_SAMPLES,
+    resampler: Resampler = "soxr",
+    reference_name: str = "reference",
 ) -> tuple[np.ndarray, list[Comparison]]:
-    """Our whole-file mel of x and its comparisons with every reference available."""
+    """Our whole-file mel of x and its comparisons with every reference available; for a file not at 16 kHz,
+    also with the mel of `librosa.load(path, sr=16000)` (resampling included)."""
     whole = mel_spectrogram(x, pad_mode)
     results = []
     lib = librosa_mel(x, pad_mode)
     if lib is not None:
         results.append(compare("librosa", whole, lib, REFERENCE_TOLERANCE))
+    if info is not None and info.sample_rate != 16000:
+        loaded = librosa_load_mel(info, pad_mode)
+        if loaded is not None:
+            results.append(compare("librosa.load (resampling too)", whole, loaded, REFERENCE_TOLERANCE))
     if reference is not None:
-        results.append(compare("reference.npy", whole, reference, REFERENCE_TOLERANCE))
+        results.append(compare(reference_name, whole, reference, REFERENCE_TOLERANCE))
     if info is not None:
-        streamed = chunked_mel(info, pad_mode, chunk)
+        streamed = chunked_mel(info, pad_mode, chunk, resampler)
     else:
         stream = MelStream(pad_mode)
         streamed = np.concatenate([stream.push(x[i : i + chunk]) for i in range(0, len(x), chunk)] + [stream.finish()])

@@ -27,7 +27,8 @@ def execute(plan: RenderPlan, runtime: Runtime, on_event: Callable[[RenderEvent]
     started = time.perf_counter()
     options = PipelineOptions(device=plan.device, batch_size=plan.batch_size, blend=job.options.blend)
     writer = VideoWriter(plan.output, even(character.video.width), even(character.video.height), character.fps,
-                         plan.audio.path, plan.encode, pix_fmt="yuv420p")
+                         plan.audio.path, plan.encode, pix_fmt="yuv420p",
+                         audio_format=(plan.audio.sample_rate, plan.audio.channels))
     try:
         pool = BufferPool(output_shape(character), np.uint8)
         frames = render_frames(character, plan.audio, options, runtime, pool)

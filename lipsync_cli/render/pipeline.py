@@ -61,7 +61,7 @@ def audio_windows(character: Character, audio: AudioInfo, chunk: int) -> Iterato
     """[k, 80, 16] mel windows of consecutive video frames, as the audio streams in."""
     windows = FrameWindows(audio.samples_16k, character.fps, character.audio.pad_mode,  # type: ignore[arg-type]
                            character.audio.window_end)  # type: ignore[arg-type]
-    for samples in stream_audio(audio, chunk):
+    for samples in stream_audio(audio, chunk, character.audio.resample):  # type: ignore[arg-type]
         batch = windows.push(samples)
         if batch is not None:
             yield batch.windows
