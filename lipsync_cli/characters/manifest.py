@@ -15,16 +15,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lipsync_cli.errors import CharacterError, LipsyncError
+from lipsync_cli.errors import CharacterError, LipsyncError, RenderError
 from lipsync_cli.features.layouts import Layout
 from lipsync_cli.features.windows import parse_fps
+from lipsync_cli.frames.pingpong import ping_pong
 from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
 from lipsync_cli.models.sessions import read_signature
 from lipsync_cli.resources import bundled_dir
 
 MANIFEST = "character.toml"
 MIN_FPS, MAX_FPS = 1, 240
-_TOP_KEYS = {"name", "fps", "fps_override", "template", "boxes", "model", "audio_encoder", "crop", "input", "audio"}
+_TOP_KEYS = {"name", "fps", "fps_override", "first_frame", "template", "boxes", "protect", "model", "audio_encoder",
+             "crop", "input", "audio"}
 _SECTIONS = {
     "crop": {"size", "border"},
     "input": {"channels", "color", "mask"},
@@ -80,6 +82,26 @@ class Character:
     encoder_contract: EncoderContract
     unet_contract: UNetContract
     boxes_path: Path | None = None
+    first_frame: int = 0  # the template frame of output frame 0 (the ping-pong walk starts there)
+    protect: Path | None = None  # a folder of per-frame masks (N.png): pure blue or white pixels keep the template
+
+    def template_index(self, i: int) -> int:
+        """The template frame of output frame i."""
+        return ping_pong(i + self.first_frame, self.video.frames)
+
+    def protect_mask(self, k: int, region: tuple[int, int, int, int]) -> np.ndarray | None:
+        """Bool mask of the region (x0, y0, x1, y1) of template frame k: True where the template is kept."""
+        if self.protect is None:
+            return None
+        image = cv2.imread(str(self.protect / f"{k}.png"), cv2.IMREAD_COLOR)
+        x0, y0, x1, y1 = region
+        if image is None:
+            raise RenderError(f"{self.protect / f'{k}.png'}: the protect mask cannot be read")
+        part = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
+        h, w = min(y1, image.shape[0]) - y0, min(x1, image.shape[1]) - x0
+        part[:h, :w] = image[y0 : y0 + h, x0 : x0 + w]
+        blue = (part[:, :, 0] == 255) & (part[:, :, 1] == 0) & (part[:, :, 2] == 0)
+        return blue | (part == 255).all(axis=2)
 
     @property
     def layout(self) -> Layout:
@@ -267,11 +289,24 @@ def load_character(name_or_path: str | Path) -> Character:
         raise CharacterError(f"{root / MANIFEST}: fps {float(fps):g} differs from the template's own {video.fps:g} fps "
                              f"({template.name}); set fps_override = true to render at {float(fps):g} anyway")
     boxes = _load_boxes(boxes_path, video, template)
+    first_frame = data.get("first_frame", 0)
+    if isinstance(first_frame, bool) or not isinstance(first_frame, int) or not 0 <= first_frame < video.frames:
+        raise CharacterError(f"{root / MANIFEST}: first_frame must be a frame of the template, 0 to {video.frames - 1}")
+    protect = None
+    if "protect" in data:
+        if not isinstance(data["protect"], str):
+            raise CharacterError(f"{root / MANIFEST}: 'protect' must be given as a folder name")
+        protect = root / data["protect"]
+        if not protect.resolve().is_relative_to(root.resolve()) or not protect.is_dir():
+            raise CharacterError(f"{protect}: 'protect' in {root / MANIFEST} must be a folder inside the character's")
+        missing = [k for k in range(video.frames) if not (protect / f"{k}.png").is_file()]
+        if missing:
+            raise CharacterError(f"{protect / f'{missing[0]}.png'}: missing ({len(missing)} protect masks missing)")
     encoder_contract = check_audio_encoder(read_signature(encoder), encoder)
     unet_contract = check_unet(read_signature(model), model, crop.inner)
     name = data.get("name", root.name)
     return Character(str(name), root, fps, template, boxes, model, encoder, crop, input_spec, audio, video,
-                     encoder_contract, unet_contract, boxes_path)
+                     encoder_contract, unet_contract, boxes_path, first_frame, protect)
 
 
 def check_character(path: Path) -> tuple[Character | None, str]:

@@ -35,7 +35,7 @@ def _root(
 
 app.command("render")(render.render_command)
 app.command("batch")(batch.batch_command)
-app.command("characters")(characters.characters_command)
+app.add_typer(characters.characters_app, name="characters")
 app.command("validate-mel")(validate_mel.validate_mel)
 app.command("bench")(bench.bench_command)
 app.add_typer(cache_app, name="cache")

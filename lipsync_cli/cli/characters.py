@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
+from typer.core import TyperGroup
 
 from lipsync_cli.characters.manifest import (
     check_character,
@@ -15,8 +18,51 @@ from lipsync_cli.characters.manifest import (
     search_dirs,
 )
 from lipsync_cli.cli.common import Debug, console, run_reporting
+from lipsync_cli.errors import InputError
 
 
+class _ShowByDefault(TyperGroup):
+    """`lipsync characters [NAME]` shows; `lipsync characters import ...` imports."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
+            args = ["show", *args]
+        return super().parse_args(ctx, args)
+
+
+characters_app = typer.Typer(cls=_ShowByDefault, add_completion=False, no_args_is_help=False,
+                             help="List, inspect and check characters (`show`, the default), or import one.")
+
+
+@characters_app.command("import")
+def import_command(
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="The dataset's project: synctalk2d.",
+                                        show_default=False)],
+    dataset: Annotated[Path, typer.Argument(metavar="DATASET_DIR", help="The dataset folder (full_body_img/, "
+                                            "landmarks/, optional parsing/).", show_default=False)],
+    unet: Annotated[Path, typer.Option("--unet", help="The trained UNet, exported to ONNX.", show_default=False)],
+    audio_encoder: Annotated[Path, typer.Option("--audio-encoder", help="The audio encoder, exported to ONNX.",
+                                                show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="The character's name.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", help="The character folder to make (default: "
+                                             "./characters/NAME).", show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Make a character from another project's dataset and trained models."""
+
+    def work() -> int:
+        if kind != "synctalk2d":
+            raise InputError(f"unknown dataset kind {kind!r}: the one supported is synctalk2d")
+        from lipsync_cli.characters.importers.synctalk2d import import_dataset
+
+        folder = import_dataset(dataset, unet, audio_encoder, name, out or Path("characters") / name)
+        console.print(f"imported {name} into {folder}; check it with: lipsync characters {folder}")
+        return 0
+
+    raise typer.Exit(run_reporting(work, debug))
+
+
+@characters_app.command("show")
 def characters_command(
     name: Annotated[str | None, typer.Argument(help="A character name or folder to check in full.",
                                                show_default=False)] = None,
@@ -78,6 +124,20 @@ def _list() -> int:
     return 0
 
 
+ASPECT_RANGE = (0.8, 1.25)  # width / height of a box; SyncTalk_2D's boxes are square
+
+
+def _aspect_warning(boxes) -> str | None:
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    ratios = widths / heights
+    bad = [i for i, r in enumerate(ratios) if not ASPECT_RANGE[0] <= r <= ASPECT_RANGE[1]]
+    if not bad:
+        return None
+    i = bad[0]
+    return (f"{len(bad)} boxes are far from square (box {i} is {widths[i]}x{heights[i]}); the crop is resized to a "
+            "square, so the face is stretched for the model")
+
+
 def _types(types: dict[str, str]) -> str:
     return ", ".join(f"{name} {kind}" for name, kind in types.items())
 
@@ -104,6 +164,12 @@ def _show(name: str) -> int:
         ("audio", f"pad {char.audio.pad_mode}, window end {char.audio.window_end}"),
         ("status", "[green]ok[/]"),
     ]
+    if char.first_frame or char.protect is not None:
+        rows.insert(-1, ("template walk", f"ping-pong from frame {char.first_frame}"
+                         + (f"; protect masks in {char.protect.name}/" if char.protect is not None else "")))
+    warning = _aspect_warning(char.boxes)
+    if warning:
+        rows.insert(-1, ("[yellow]warning[/]", warning))
     table = Table(show_header=False, title=f"character {char.name}")
     table.add_column(style="bold")
     table.add_column(overflow="fold")

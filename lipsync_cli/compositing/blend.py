@@ -63,15 +63,19 @@ def composite(frame: np.ndarray, box: np.ndarray, patch: np.ndarray, crop: CropS
 
 
 def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blend: Blend,
-                   out: np.ndarray | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, keep: np.ndarray | None = None) -> np.ndarray:
     """The output picture (I420) of a template frame with `patch` blended into its box.
 
     Only the box region is composited and converted; the rest is the template's own I420, which the
     region's conversion reproduces exactly (per-pixel luma, chroma of 2x2 blocks aligned to the region).
+    `keep` (bool, the region's size) marks pixels that stay the template's (a protect mask).
     """
     x0, y0, x1, y1 = frame.region
     box = frame.box - np.array([x0, y0, x0, y0])
-    region = bgr_to_i420(composite(frame.region_bgr, box, patch, crop, blend))
+    blended = composite(frame.region_bgr, box, patch, crop, blend)
+    if keep is not None:
+        np.copyto(blended, frame.region_bgr, where=keep[:, :, None])
+    region = bgr_to_i420(blended)
     if out is None:
         out = frame.i420.copy()
     else:

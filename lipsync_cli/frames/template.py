@@ -14,15 +14,7 @@ import numpy as np
 from lipsync_cli.characters.manifest import CropSpec
 from lipsync_cli.encoding.yuv import bgr_to_i420, even, pad_even
 from lipsync_cli.frames.crops import inner_crop
-
-
-def ping_pong(i: int, n: int) -> int:
-    """Template frame of output frame i: 0, 1, .., n-1, n-2, .., 1, 0, 1, .."""
-    if n <= 1:
-        return 0
-    period = 2 * n - 2
-    r = i % period
-    return r if r < n else period - r
+from lipsync_cli.frames.pingpong import ping_pong  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
 from lipsync_cli.frames.crops import fill_visual_input
 from lipsync_cli.frames.store import Template
-from lipsync_cli.frames.template import TemplateFrame, ping_pong
+from lipsync_cli.frames.template import TemplateFrame
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.stages import BufferPool, regroup, threaded
@@ -91,7 +91,7 @@ def visual_batches(character: Character, template: Template, frames: int, batch_
     for first in range(0, frames, batch_size):
         count = min(batch_size, frames - first)
         buffer = pool.take()
-        batch = [template.frame(ping_pong(i, template.count), stop) for i in range(first, first + count)]
+        batch = [template.frame(character.template_index(i), stop) for i in range(first, first + count)]
         for slot, frame in enumerate(batch):
             fill_visual_input(buffer[slot], frame.crop, character.input)
         yield _VisualBatch(batch, buffer[:count], buffer)
@@ -121,7 +121,8 @@ def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Cha
     try:
         for frame, patch in items:
             out = pool.take() if pool is not None else None
-            yield composite_i420(frame, to_uint8(patch, character.input.color), character.crop, blend, out)
+            keep = character.protect_mask(frame.index, frame.region)
+            yield composite_i420(frame, to_uint8(patch, character.input.color), character.crop, blend, out, keep)
     finally:
         close = getattr(items, "close", None)
         if close is not None:

@@ -1,0 +1,1 @@
+"""Characters imported from the datasets of other projects: one module per project."""
