@@ -21,6 +21,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
+from lipsync_cli.processes import process_exists
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # output extension -> ffmpeg muxer
 AAC_RATES = (8_000, 48_000)  # AAC at the input's rate inside this range (plays everywhere), else 48 kHz
@@ -80,7 +81,7 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         return removed
     for path in candidates:
         pid = path.name[len(prefix) :].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _process_exists(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or process_exists(int(pid)):
             continue
         try:
             path.unlink()
@@ -88,16 +89,6 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         except OSError:
             pass
     return removed
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _same_file(a: Path, b: Path) -> bool:

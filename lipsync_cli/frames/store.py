@@ -27,6 +27,7 @@ from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import RenderError
 from lipsync_cli.frames.cache_file import EntryError, EntryWriter, Layout, MappedEntry, open_entry
 from lipsync_cli.frames.template import TemplateFrame, prepare_parts, region_of
+from lipsync_cli.processes import process_exists
 from lipsync_cli.stages import Cancelled
 
 DEFAULT_MEMORY = 256 * 2**20
@@ -368,18 +369,8 @@ def remove_stale_temporaries(directory: Path) -> int:
     for path in directory.glob(".*.tmp"):
         parts = path.name.split(".")
         pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
-        if pid is None or pid == os.getpid() or _alive(pid):
+        if pid is None or pid == os.getpid() or process_exists(pid):
             continue
         _unlink(path)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
