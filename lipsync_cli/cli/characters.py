@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.table import Table
 from typer.core import TyperGroup
@@ -24,7 +23,7 @@ from lipsync_cli.errors import InputError
 class _ShowByDefault(TyperGroup):
     """`lipsync characters [NAME]` shows; `lipsync characters import ...` imports."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx, args: list[str]) -> list[str]:  # ctx: the (maybe vendored) click Context
         if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
             args = ["show", *args]
         return super().parse_args(ctx, args)
