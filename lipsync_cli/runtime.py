@@ -8,6 +8,7 @@ checked, and the notices to show the user once. Renders share it: `plan(job, run
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,12 @@ class RuntimeConfig:
     cache: bool = True  # the on-disk template cache
     cache_dir: Path | None = None  # default: <cache root>/templates
     threads: int | None = None  # onnxruntime threads per session (default: the cores this process may use)
+
+
+def short_reason(reason: str) -> str:
+    """Why CUDA cannot be used, in a few words: the missing library when that is the reason."""
+    missing = re.search(r"(lib[\w.+-]+\.so[\w.]*): cannot open shared object file", reason)
+    return f"{missing.group(1)} is missing" if missing else reason
 
 
 class Runtime:
@@ -78,7 +85,8 @@ class Runtime:
                     if reason is None and count == 0:
                         reason = "the NVIDIA driver reports no GPU"
                     self._devices = tuple(Device("cuda", i) for i in range(count)) if count else (CPU,)
-                    self._devices_notice = f"running on the CPU: no usable GPU, {reason}" if reason else None
+                    self._devices_notice = f"running on the CPU (no usable GPU: {short_reason(reason)})" if reason \
+                        else None
                 else:
                     self._devices = parse_devices(self.config.devices, self._gpu_count())
             return self._devices, self._devices_notice
@@ -100,7 +108,7 @@ class Runtime:
             with self.registry.lease(files, device, name):
                 return device, None
         except DeviceError as exc:
-            return CPU, f"running on the CPU: no usable GPU, {str(exc).split(': ', 1)[-1]}"
+            return CPU, f"running on the CPU (no usable GPU: {short_reason(str(exc).split(': ', 1)[-1])})"
 
     # -- characters --------------------------------------------------------------------------------
     def character(self, name_or_path: str | Path) -> Character:

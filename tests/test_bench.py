@@ -22,8 +22,10 @@ def check_report(path, frames):
     for stage in data["stages"].values():
         assert stage["samples"] >= 1 and stage["median_ms"] > 0 and stage["p10_ms"] <= stage["p90_ms"]
     assert data["frames"] == frames and data["device"] == "cpu" and data["provider"] == "CPUExecutionProvider"
-    for key in ("fps", "realtime", "render_seconds", "transcode_seconds", "transcode_ratio", "peak_memory_mb"):
+    for key in ("fps", "realtime", "render_seconds", "transcode_seconds", "transcode_ratio", "peak_memory_mb",
+                "cold_render_seconds", "warm_render_seconds", "warm_speedup"):
         assert data[key] > 0, key
+    assert data["stages"]["audio front end"]["samples"] >= 10  # repeated for a stable median
     return data
 
 
@@ -34,7 +36,8 @@ def test_bench_alice_tiny(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     data = check_report(out, 10)
     assert data["character"] == "alice" and data["layout"] == "per_frame"
-    assert "render / transcode" in result.output
+    assert "render / transcode" in result.output and "this project's goal" in result.output
+    assert "second render" in result.output
 
 
 def test_bench_realistic_tiny(tmp_path, monkeypatch):

@@ -40,7 +40,7 @@ def test_render_writes_h264_with_exact_frames_and_the_audio(write_audio, tmp_pat
     p = probe(out)
     n16 = math.ceil(round(seconds * rate) * 16000 / rate)
     assert p.frames == math.ceil(n16 * 25 / 16000) == 35
-    assert "h264" in p.video and "yuv420p" in p.video
+    assert "h264" in p.video and "yuv420p(tv, smpte170m, progressive)" in p.video  # matrix, primaries, transfer
     assert (p.width, p.height, p.fps) == (1280, 720, 25.0)
     assert "aac" in p.audio
     assert abs(p.audio_seconds - seconds) < 0.03

@@ -80,6 +80,8 @@ class Batch:
                 self._refuse(record, exc)
                 continue
             self.plans[entry.index] = planned
+            if planned.notice:
+                self.runtime.notify(planned.notice)
             record.character, record.device = planned.character.name, str(planned.device)
             record.frames, record.audio_seconds = planned.frames, planned.audio.duration
         self._refuse_outputs_that_are_inputs()

@@ -9,6 +9,7 @@ import typer
 from lipsync_cli import __version__
 from lipsync_cli.cli import batch, bench, characters, render, validate_mel
 from lipsync_cli.cli.cache import cache_app
+from lipsync_cli.cli.help import PlainHelp, example
 
 app = typer.Typer(
     name="lipsync",
@@ -16,6 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog=example("lipsync render speech.wav -c alice -o speech_alice.mp4", "lipsync COMMAND --help"),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -33,11 +36,16 @@ def _root(
     """Render audio-driven lip-sync video: a speech recording + a character -> an H.264 MP4."""
 
 
-app.command("render")(render.render_command)
-app.command("batch")(batch.batch_command)
+app.command("render", cls=PlainHelp, epilog=example(
+    "lipsync render speech.wav -c alice -o speech_alice.mp4",
+    "lipsync render lessons/ 'dub/*.flac' -c alice --output-dir out"))(render.render_command)
+app.command("batch", cls=PlainHelp, epilog=example(
+    "lipsync batch jobs.csv --output-dir out --keep-going --report report.json"))(batch.batch_command)
 app.add_typer(characters.characters_app, name="characters")
-app.command("validate-mel")(validate_mel.validate_mel)
-app.command("bench")(bench.bench_command)
+app.command("validate-mel", cls=PlainHelp, epilog=example(
+    "lipsync validate-mel speech.wav --reference speech_mel.npy"))(validate_mel.validate_mel)
+app.command("bench", cls=PlainHelp, epilog=example(
+    "lipsync bench --model realistic --device cuda:0 --json bench.json"))(bench.bench_command)
 app.add_typer(cache_app, name="cache")
 
 

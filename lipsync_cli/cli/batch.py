@@ -42,15 +42,20 @@ def batch_command(
                                               "relative to the file.", show_default=False)],
     output_dir: OutputDir = None,
     name: NamePattern = DEFAULT_NAME,
-    device: Annotated[str, typer.Option("--device", "-d", help="Default device of a job: auto, cpu, cuda or "
+    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
+                                        help="Default device of a job: auto, cpu, cuda or "
                                         "cuda:N.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Default frames per model call.",
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT",
+                                                   help="Default frames per model call.",
                                                    show_default=False)] = None,
-    blend: Annotated[str, typer.Option("--blend", help="Default blend: feather or hard.")] = "feather",
-    crf: Annotated[int, typer.Option("--crf", help="Default quality: 0 lossless .. 51 worst.")] = 18,
-    preset: Annotated[str | None, typer.Option("--preset", help="Default encoder preset.", show_default=False)
+    blend: Annotated[str, typer.Option("--blend", metavar="feather|hard",
+                                       help="Default blend: feather or hard.")] = "feather",
+    crf: Annotated[int, typer.Option("--crf", metavar="0-51", help="Default quality: 0 lossless .. 51 worst.")] = 18,
+    preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",
+                                               help="Default encoder preset.", show_default=False)
                       ] = None,
-    codec: Annotated[str, typer.Option("--codec", help="Default codec: " + " or ".join(CODECS) + ".")
+    codec: Annotated[str, typer.Option("--codec", metavar="libx264|h264_nvenc",
+                                       help="Default codec: " + " or ".join(CODECS) + ".")
                      ] = "libx264",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: SkipExisting = False,

@@ -22,33 +22,44 @@ from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 MAX_BAD_LINES = 20
 
-OutputDir = Annotated[Path | None, typer.Option("--output-dir", help="Folder for the outputs (default: the current "
+OutputDir = Annotated[Path | None, typer.Option("--output-dir", metavar="DIR",
+                                                help="Folder for the outputs (default: the current "
                                                 "directory).", show_default=False)]
-NamePattern = Annotated[str, typer.Option("--name", help="Output file name; fields {stem}, {character}, {index}.")]
+NamePattern = Annotated[str, typer.Option("--name", metavar="PATTERN",
+                                          help="Output file name; fields {stem}, {character}, {index}.")]
 KeepGoing = Annotated[bool, typer.Option("--keep-going", help="Render the good jobs even if some are bad or fail "
                                          "(exit 1 at the end if any was refused or failed).")]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="Skip jobs whose output exists (resume a "
                                             "batch).")]
-Jobs = Annotated[int, typer.Option("--jobs", "-j", help="Jobs in flight per device. 2 lets one job encode while "
+Jobs = Annotated[int, typer.Option("--jobs", "-j", metavar="N",
+                                   help="Jobs in flight per device. 2 lets one job encode while "
                                    "the next one's models run; more only helps with cores or GPU time to spare.")]
-Devices = Annotated[str, typer.Option("--devices", help="Devices to spread the jobs over: auto, cpu, "
+Devices = Annotated[str, typer.Option("--devices", metavar="auto|cpu|cuda:0,cuda:1|cuda:all",
+                                      help="Devices to spread the jobs over: auto, cpu, "
                                       "cuda:0,cuda:1, cuda:all.")]
-MaxModels = Annotated[int | None, typer.Option("--max-models", help="Characters kept loaded per device (default: "
+MaxModels = Annotated[int | None, typer.Option("--max-models", metavar="N",
+                                               help="Characters kept loaded per device (default: "
                                                "no limit).", show_default=False)]
-MaxMemory = Annotated[str | None, typer.Option("--max-memory", help="Memory for loaded models per device, e.g. "
+MaxMemory = Annotated[str | None, typer.Option("--max-memory", metavar="SIZE",
+                                               help="Memory for loaded models per device, e.g. "
                                                "8G or 512M (default: no limit).", show_default=False)]
-Eviction = Annotated[str, typer.Option("--eviction", help="Which loaded character makes room: lfu (least often "
+Eviction = Annotated[str, typer.Option("--eviction", metavar="lfu|lru",
+                                       help="Which loaded character makes room: lfu (least often "
                                        "used) or lru (least recently used).")]
-Report = Annotated[Path | None, typer.Option("--report", help="Write a JSON report of every job here (also after "
+Report = Annotated[Path | None, typer.Option("--report", metavar="FILE",
+                                             help="Write a JSON report of every job here (also after "
                                              "a failure or an interrupt).", show_default=False)]
-Cluster = Annotated[str | None, typer.Option("--cluster", help="Render on a cluster: ray (needs "
+Cluster = Annotated[str | None, typer.Option("--cluster", metavar="ray", help="Render on a cluster: ray (needs "
                                             "pip install 'lipsync-cli[ray]').", show_default=False)]
-ClusterAddress = Annotated[str | None, typer.Option("--cluster-address", help="The Ray cluster to join (default: "
+ClusterAddress = Annotated[str | None, typer.Option("--cluster-address", metavar="ADDRESS",
+                                                    help="The Ray cluster to join (default: "
                                                     "RAY_ADDRESS, else a local Ray instance on this machine).",
                                                     show_default=False)]
-CpuWorkers = Annotated[int | None, typer.Option("--cpu-workers", min=1, help="CPU workers where the cluster has no "
+CpuWorkers = Annotated[int | None, typer.Option("--cpu-workers", metavar="N",
+                                                min=1, help="CPU workers where the cluster has no "
                                                 "GPU (default: its CPUs, at most 4).", show_default=False)]
-Retries = Annotated[int, typer.Option("--retries", min=0, max=10, help="Extra attempts for a job whose worker "
+Retries = Annotated[int, typer.Option("--retries", metavar="N",
+                                      min=0, max=10, help="Extra attempts for a job whose worker "
                                       "died (a job that fails by itself is not retried).")]
 SharedFs = Annotated[bool, typer.Option("--shared-fs", help="Every node sees these paths: send paths, not bytes.")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Check every job and show what would be rendered; render "

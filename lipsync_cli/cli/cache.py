@@ -9,12 +9,14 @@ import typer
 from rich.table import Table
 
 from lipsync_cli.cli.common import Debug, console, run_reporting
+from lipsync_cli.cli.help import PlainHelp, example
 from lipsync_cli.frames.cache_file import read_meta
 from lipsync_cli.frames.store import SUFFIX
 from lipsync_cli.resources import cache_root
 
 cache_app = typer.Typer(help="Show or clear the cache (prepared template frames; the bench's models).",
-                        no_args_is_help=False, add_completion=False)
+                        no_args_is_help=False, add_completion=False, rich_markup_mode=None,
+                        epilog=example("lipsync cache", "lipsync cache clear"))
 
 
 def _disk_bytes(path: Path) -> int:
@@ -63,7 +65,7 @@ def show(ctx: typer.Context, debug: Debug = False) -> None:
     run_reporting(work, debug)
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", cls=PlainHelp, epilog=example("lipsync cache clear"))
 def clear(debug: Debug = False) -> None:
     """Empty the cache (it is rebuilt as needed)."""
 

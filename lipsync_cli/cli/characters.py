@@ -17,6 +17,7 @@ from lipsync_cli.characters.manifest import (
     search_dirs,
 )
 from lipsync_cli.cli.common import Debug, console, run_reporting
+from lipsync_cli.cli.help import PlainHelp, example
 from lipsync_cli.errors import InputError
 
 
@@ -29,21 +30,24 @@ class _ShowByDefault(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-characters_app = typer.Typer(cls=_ShowByDefault, add_completion=False, no_args_is_help=False,
+characters_app = typer.Typer(cls=_ShowByDefault, add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                              help="List, inspect and check characters (`show`, the default), or import one.")
 
 
-@characters_app.command("import")
+@characters_app.command("import", cls=PlainHelp, epilog=example(
+    "lipsync characters import synctalk2d data/may --unet may.onnx --audio-encoder enc.onnx --name may"))
 def import_command(
     kind: Annotated[str, typer.Argument(metavar="KIND", help="The dataset's project: synctalk2d.",
                                         show_default=False)],
     dataset: Annotated[Path, typer.Argument(metavar="DATASET_DIR", help="The dataset folder (full_body_img/, "
                                             "landmarks/, optional parsing/).", show_default=False)],
-    unet: Annotated[Path, typer.Option("--unet", help="The trained UNet, exported to ONNX.", show_default=False)],
-    audio_encoder: Annotated[Path, typer.Option("--audio-encoder", help="The audio encoder, exported to ONNX.",
+    unet: Annotated[Path, typer.Option("--unet", metavar="FILE",
+                                       help="The trained UNet, exported to ONNX.", show_default=False)],
+    audio_encoder: Annotated[Path, typer.Option("--audio-encoder", metavar="FILE",
+                                                help="The audio encoder, exported to ONNX.",
                                                 show_default=False)],
-    name: Annotated[str, typer.Option("--name", help="The character's name.", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", help="The character folder to make (default: "
+    name: Annotated[str, typer.Option("--name", metavar="NAME", help="The character's name.", show_default=False)],
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="The character folder to make (default: "
                                              "./characters/NAME).", show_default=False)] = None,
     debug: Debug = False,
 ) -> None:
@@ -61,9 +65,9 @@ def import_command(
     raise typer.Exit(run_reporting(work, debug))
 
 
-@characters_app.command("show")
+@characters_app.command("show", cls=PlainHelp, epilog=example("lipsync characters alice"))
 def characters_command(
-    name: Annotated[str | None, typer.Argument(help="A character name or folder to check in full.",
+    name: Annotated[str | None, typer.Argument(metavar="NAME|PATH", help="A character name or folder to check in full.",
                                                show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,
     debug: Debug = False,

@@ -47,30 +47,38 @@ from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
 def render_command(
-    audio: Annotated[list[str], typer.Argument(help="Speech recordings (WAV, FLAC, OGG, MP3, M4A, the audio of a "
+    audio: Annotated[list[str], typer.Argument(metavar="AUDIO...",
+                                               help="Speech recordings (WAV, FLAC, OGG, MP3, M4A, the audio of a "
                                                "video, ... at any rate, any channels), folders of them, glob "
                                                "patterns, or - for standard input.",
                                                show_default=False)],
-    character: Annotated[str, typer.Option("--character", "-c", help="Character name or folder.",
+    character: Annotated[str, typer.Option("--character", "-c", metavar="NAME|PATH", help="Character name or folder.",
                                            show_default=False)],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output MP4, for one input (default: "
+    output: Annotated[Path | None, typer.Option("--output", "-o", metavar="FILE",
+                                                help="Output MP4, for one input (default: "
                                                 "<audio stem>_<character>.mp4 in the current directory).",
                                                 show_default=False)] = None,
     output_dir: OutputDir = None,
     name: NamePattern = DEFAULT_NAME,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Take audio files from subfolders too.")
                          ] = False,
-    device: Annotated[str, typer.Option("--device", "-d", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    gpu: Annotated[int | None, typer.Option("--gpu", help="Short for --device cuda:N.", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Frames per model call "
+    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
+                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+    gpu: Annotated[int | None, typer.Option("--gpu", metavar="N",
+                                            help="Short for --device cuda:N.", show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT", help="Frames per model call "
                                                    "(default: 4 on the CPU, 32 on a GPU).", show_default=False)
                           ] = None,
-    blend: Annotated[str, typer.Option("--blend", help="feather (soft edge, no visible box) or hard (paste).")
+    blend: Annotated[str, typer.Option("--blend", metavar="feather|hard",
+                                       help="feather (soft edge, no visible box) or hard (paste).")
                      ] = "feather",
-    crf: Annotated[int, typer.Option("--crf", help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")] = 18,
-    preset: Annotated[str | None, typer.Option("--preset", help="Encoder preset (default veryfast for libx264, "
+    crf: Annotated[int, typer.Option("--crf", metavar="0-51",
+                                     help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")] = 18,
+    preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",
+                                               help="Encoder preset (default veryfast for libx264, "
                                                "p4 for h264_nvenc).", show_default=False)] = None,
-    codec: Annotated[str, typer.Option("--codec", help=" or ".join(CODECS) + ".")] = "libx264",
+    codec: Annotated[str, typer.Option("--codec", metavar="libx264|h264_nvenc",
+                                       help=" or ".join(CODECS) + ".")] = "libx264",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     skip_existing: SkipExisting = False,
     keep_going: KeepGoing = False,

@@ -26,20 +26,25 @@ def _default_inputs() -> list[Path]:
 def validate_mel(
     audio: Annotated[
         list[Path] | None,
-        typer.Argument(help="Audio files to check (default: the bundled samples, or a synthetic signal).",
+        typer.Argument(metavar="AUDIO...",
+                       help="Audio files to check (default: the bundled samples, or a synthetic signal).",
                        show_default=False),
     ] = None,
     reference: Annotated[
         Path | None,
-        typer.Option("--reference", "-r", help="A reference mel .npy, [T, 80] or [80, T], for one AUDIO file."),
+        typer.Option("--reference", "-r", metavar="FILE",
+                     help="A reference mel .npy, [T, 80] or [80, T], for one AUDIO file."),
     ] = None,
     pad_mode: Annotated[
-        str, typer.Option("--pad-mode", help="STFT padding: constant (librosa >= 0.10) or reflect (old librosa).")
+        str, typer.Option("--pad-mode", metavar="constant|reflect",
+                          help="STFT padding: constant (librosa >= 0.10) or reflect (old librosa).")
     ] = "constant",
     chunk_samples: Annotated[
-        int, typer.Option("--chunk-samples", min=1, help="Chunk size of the streamed pipeline, in 16 kHz samples.")
+        int, typer.Option("--chunk-samples", metavar="N",
+                          min=1, help="Chunk size of the streamed pipeline, in 16 kHz samples.")
     ] = CHUNK_SAMPLES,
-    resample: Annotated[str, typer.Option("--resample", help="Resampler for files not at 16 kHz: soxr (what "
+    resample: Annotated[str, typer.Option("--resample", metavar="soxr|polyphase",
+                                          help="Resampler for files not at 16 kHz: soxr (what "
                                           "librosa.load does) or polyphase.")] = "soxr",
     debug: Debug = False,
 ) -> None:

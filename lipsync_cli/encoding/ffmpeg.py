@@ -183,6 +183,8 @@ class VideoWriter:
         if pix_fmt == "yuv420p":
             cmd += ["-colorspace", "smpte170m", "-color_primaries", "smpte170m", "-color_trc", "smpte170m",
                     "-color_range", "tv"]
+            if settings.codec == "libx264":  # libx264 writes primaries and transfer only when told directly
+                cmd += ["-x264-params", "colorprim=smpte170m:transfer=smpte170m:colormatrix=smpte170m"]
         if width % 2 or height % 2:  # yuv420p needs even sides: pad one black row/column, never resample
             cmd += ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"]
         muxer = CONTAINERS.get(self.target.suffix.lower(), "mp4")
