@@ -16,9 +16,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
-    """Check the code with ruff."""
-    session.install("ruff>=0.5")
+    """Check the code with ruff, and its types with mypy (with the real dependencies installed)."""
+    session.install("-e", ".[test,ray]", "ruff>=0.5", "mypy>=1.8", "types-tqdm")
     session.run("ruff", "check", "lipsync_cli", "tests", "noxfile.py", "scripts")
+    session.run("mypy", "lipsync_cli")
 
 
 @nox.session(default=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from typing import TypeVar
 
 import numpy as np
@@ -27,7 +27,8 @@ class _Failure:
         self.exc = exc
 
 
-def threaded(source: Iterable[T], maxsize: int, name: str, stop: threading.Event | None = None) -> Iterator[T]:
+def threaded(source: Iterable[T], maxsize: int, name: str, stop: threading.Event | None = None
+             ) -> Generator[T, None, None]:
     """`source` on a thread. `stop` is set when the consumer stops: a source that works long between items
     can watch it (and raise Cancelled) to end sooner."""
     items: queue.Queue = queue.Queue(maxsize=max(1, maxsize))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -42,3 +43,16 @@ def decoded_frames(path) -> np.ndarray:
     meta = reader.__next__()
     w, h = meta["size"]
     return np.stack([np.frombuffer(f, np.uint8).reshape(h, w, 3) for f in reader])
+
+
+def ffmpeg_processes_writing(path_fragment):
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            if "ffmpeg" in os.path.basename(argv[0]) and any(path_fragment in a for a in argv):
+                found.append(int(pid))
+    return found

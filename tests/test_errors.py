@@ -14,10 +14,9 @@ from typer.testing import CliRunner
 from lipsync_cli.audio.loading import probe_audio, read_audio
 from lipsync_cli.cli.app import app
 from lipsync_cli.errors import AudioError
-from lipsync_cli.models.sessions import cuda_unavailable_reason
 
+from .characters import BROKEN
 from .conftest import REPO
-from .test_characters import BROKEN
 
 runner = CliRunner()
 ROOT = os.geteuid() == 0
@@ -121,10 +120,6 @@ def test_bad_input_is_refused_before_work(tmp_path, case):
     assert_refused(result, keep, tmp_path, expected)
 
 
-def test_existing_output_without_overwrite(tmp_path):
-    result, keep = run_case(tmp_path, speech, [], None, overwrite=False)
-    assert_refused(result, keep, tmp_path, "out.mp4: exists; pass --overwrite")
-
 
 @pytest.mark.parametrize("case", BROKEN, ids=[c[0] for c in BROKEN])
 def test_broken_character_is_refused(tmp_path, alice_copy, case):
@@ -145,11 +140,6 @@ def test_unreadable_audio(tmp_path):
     result, keep = run_case(tmp_path, lambda t: path, [], None)
     assert_refused(result, keep, tmp_path, "cannot be read")
 
-
-@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="CUDA is usable here")
-def test_cuda_that_cannot_be_honoured(tmp_path):
-    result, keep = run_case(tmp_path, speech, ["--gpu", "1"], None)
-    assert_refused(result, keep, tmp_path, "cuda:1 cannot be used")
 
 
 def test_usage_errors_are_one_line_too(tmp_path):

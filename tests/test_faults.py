@@ -14,7 +14,7 @@ from lipsync_cli.cli.app import app
 from lipsync_cli.models.graphs.builder import Graph, save
 
 from .conftest import REPO
-from .test_render import ffmpeg_processes_writing
+from .media import ffmpeg_processes_writing
 
 runner = CliRunner()
 

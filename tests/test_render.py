@@ -4,7 +4,6 @@ import signal
 import subprocess
 import sys
 import time
-from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from lipsync_cli.models.sessions import cuda_unavailable_reason
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 
 from .conftest import REPO
-from .media import decoded_frames, probe
+from .media import decoded_frames, ffmpeg_processes_writing, probe
 
 runner = CliRunner()
 
@@ -150,19 +149,6 @@ def test_existing_output_is_kept(write_audio, tmp_path):
     assert probe(out).frames == 8
 
 
-def ffmpeg_processes_writing(path_fragment):
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                argv = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            if "ffmpeg" in os.path.basename(argv[0]) and any(path_fragment in a for a in argv):
-                found.append(int(pid))
-    return found
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_cleans_up(write_audio, tmp_path, sig):
     audio = write_audio(speech_like(60.0), 16000, name="long.wav")
@@ -185,6 +171,3 @@ def test_interrupt_cleans_up(write_audio, tmp_path, sig):
     assert os.listdir(out_dir) == []
     assert ffmpeg_processes_writing(str(out_dir)) == []
 
-
-def test_window_timing_uses_the_characters_fps(alice):
-    assert alice.fps == Fraction(25)

@@ -11,7 +11,7 @@ from pathlib import Path
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
-from lipsync_cli.render.jobs import RenderJob, RenderOptions
+from lipsync_cli.render.jobs import RenderJob, RenderOptions, as_blend, as_window_end
 
 # What a folder is scanned for: audio formats (soundfile's and, through ffmpeg, the common containers); video
 # files are left out, since a folder of renders would otherwise feed on itself.
@@ -70,9 +70,9 @@ def _option(options: RenderOptions, column: str, value: str) -> RenderOptions:
     if column == "batch_size":
         return replace(options, batch_size=int(value))
     if column == "blend":
-        return replace(options, blend=value)  # type: ignore[arg-type]
+        return replace(options, blend=as_blend(value))
     if column == "window_end":
-        return replace(options, window_end=value)  # type: ignore[arg-type]
+        return replace(options, window_end=as_window_end(value))
     encode = options.encode
     if column == "crf":
         return replace(options, encode=replace(encode, crf=int(value)))

@@ -200,9 +200,11 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
     stages: list[Stage] = []
 
     say("audio front end")
-    chunk_ms, partial_ms, windows = [], [], []
+    chunk_ms: list[float] = []
+    partial_ms: list[float] = []
+    windows: list[np.ndarray] = []
     for repeat in range(10):  # cheap: enough repeats for a median that does not flip with noise
-        fw = FrameWindows(n16, character.fps, character.audio.pad_mode, character.audio.window_end)  # type: ignore
+        fw = FrameWindows(n16, character.fps, character.audio.pad_mode, character.audio.window_end)
         for a in range(0, n16, CHUNK_SAMPLES):
             chunk = x[a : a + CHUNK_SAMPLES]
             start = time.perf_counter()
@@ -220,13 +222,14 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
 
     say("audio encoder")
     encoder.encode(all_windows[:batch_size])  # warm-up
-    enc_ms, features = [], []
+    enc_ms: list[float] = []
+    features: list[np.ndarray] = []
     for repeat in range(3):
         for a in range(0, frames, batch_size):
-            batch = all_windows[a : a + batch_size]
+            windows_batch = all_windows[a : a + batch_size]
             start = time.perf_counter()
-            out = encoder.encode(batch)
-            enc_ms.append((time.perf_counter() - start) * 1000 / len(batch))
+            out = encoder.encode(windows_batch)
+            enc_ms.append((time.perf_counter() - start) * 1000 / len(windows_batch))
             if repeat == 0:
                 features.append(out)
     stages.append(_stage("audio encoder", "window", enc_ms))
@@ -239,7 +242,8 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
     # a store without a disk cache: every template frame is decoded and prepared here, as on a first render
     store = TemplateStore(cache_dir=None)
     template = store.open(character)
-    decode_ms, visuals = [], []
+    decode_ms: list[float] = []
+    visuals: list[np.ndarray] = []
     for i in range(frames):
         k = ping_pong(i, template.count)
         start = time.perf_counter()
@@ -255,7 +259,8 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
     visual_batch = np.stack(visuals)
     n_batch = len(visual_batch)
     unet.generate(visual_batch, feats[:n_batch])  # warm-up
-    unet_ms, patches = [], None
+    unet_ms: list[float] = []
+    patches: np.ndarray | None = None
     budget = time.perf_counter() + max(3.0, n16 / 16000)
     for a in range(0, frames, n_batch):
         f = feats[a : a + n_batch]
@@ -266,9 +271,10 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
             break
     stages.append(_stage("UNet", "frame", unet_ms))
 
+    assert patches is not None
     say("composite")
-    comp_ms = []
-    rendered = []
+    comp_ms: list[float] = []
+    rendered: list[np.ndarray] = []
     for i in range(frames):
         k = ping_pong(i, template.count)
         patch = to_uint8(patches[i % len(patches)], character.input.color)

@@ -11,13 +11,16 @@ import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal, cast
 
 import cv2
 import numpy as np
 
+from lipsync_cli.audio.loading import Resampler
 from lipsync_cli.errors import CharacterError, LipsyncError, RenderError
 from lipsync_cli.features.layouts import Layout
-from lipsync_cli.features.windows import parse_fps
+from lipsync_cli.features.mel import PadMode
+from lipsync_cli.features.windows import WindowEnd, parse_fps
 from lipsync_cli.frames.pingpong import ping_pong
 from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
 from lipsync_cli.models.sessions import read_signature
@@ -44,18 +47,22 @@ class CropSpec:
         return self.size - 2 * self.border
 
 
+Color = Literal["bgr", "rgb"]
+Channel = Literal["reference", "masked"]
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    channels: tuple[str, str] = ("reference", "masked")
-    color: str = "bgr"
+    channels: tuple[Channel, Channel] = ("reference", "masked")
+    color: Color = "bgr"
     mask: tuple[int, int, int, int] = (5, 5, 310, 305)  # x, y, w, h blacked out in the masked image
 
 
 @dataclass(frozen=True)
 class AudioSpec:
-    pad_mode: str = "constant"
-    window_end: str = "silence"
-    resample: str = "soxr"  # what the training data went through: soxr (librosa.load) or polyphase
+    pad_mode: PadMode = "constant"
+    window_end: WindowEnd = "silence"
+    resample: Resampler = "soxr"  # what the training data went through: soxr (librosa.load) or polyphase
 
 
 @dataclass(frozen=True)
@@ -203,8 +210,9 @@ def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, Audio
         channels = tuple(input_d.get("channels", ("reference", "masked")))
         color = str(input_d.get("color", "bgr")).lower()
         mask = tuple(_whole(v, "input.mask") for v in input_d.get("mask", (5, 5, 310, 305)))
-        audio = AudioSpec(str(audio_d.get("pad_mode", "constant")), str(audio_d.get("window_end", "silence")),
-                          str(audio_d.get("resample", "soxr")))
+        audio = AudioSpec(cast(PadMode, str(audio_d.get("pad_mode", "constant"))),
+                          cast(WindowEnd, str(audio_d.get("window_end", "silence"))),
+                          cast(Resampler, str(audio_d.get("resample", "soxr"))))
     except (TypeError, ValueError) as exc:
         raise CharacterError(f"{manifest}: bad value ({exc})") from None
     if not MIN_FPS <= fps <= MAX_FPS:
@@ -224,7 +232,8 @@ def _specs(root: Path, data: dict) -> tuple[Fraction, CropSpec, InputSpec, Audio
         raise CharacterError(f"{manifest}: audio.resample must be soxr or polyphase, not {audio.resample!r}")
     if audio.window_end not in ("silence", "clamp"):
         raise CharacterError(f"{manifest}: audio.window_end must be silence or clamp, not {audio.window_end!r}")
-    return fps, crop, InputSpec(channels, color, mask), audio  # type: ignore[arg-type]
+    return fps, crop, InputSpec(cast(tuple[Channel, Channel], channels), cast(Color, color),
+                                cast(tuple[int, int, int, int], mask)), audio
 
 
 def probe_template(path: Path) -> TemplateInfo:

@@ -65,7 +65,7 @@ def main() -> None:
         message = " ".join(str(exc.format_message()).split())
         if message:  # empty when the help was shown for a bare command
             sys.stderr.write(f"lipsync: error: {message} (see '{where} --help')\n")
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         sys.stderr.write("lipsync: error: interrupted\n")
         sys.exit(130)

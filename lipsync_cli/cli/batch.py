@@ -34,6 +34,7 @@ from lipsync_cli.cli.common import Debug, run_reporting
 from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render import RenderOptions
+from lipsync_cli.render.jobs import as_blend
 
 
 def batch_command(
@@ -79,7 +80,7 @@ def batch_command(
     """Render every job of a job list, planned in full before any work."""
 
     def work() -> int:
-        defaults = RenderOptions(parse_device(device), batch_size, blend,  # type: ignore[arg-type]
+        defaults = RenderOptions(parse_device(device), batch_size, as_blend(blend),
                                  EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
         entries = read_job_file(jobs_file, defaults)
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)

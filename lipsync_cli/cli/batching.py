@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
@@ -18,6 +18,7 @@ from lipsync_cli.cli.common import cli_message, console, err_console, is_interac
 from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.cluster.driver import ClusterBatch, ClusterSettings, for_cluster, import_ray
 from lipsync_cli.errors import InputError, Interrupted
+from lipsync_cli.models.registry import Eviction as EvictionPolicy
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 MAX_BAD_LINES = 20
@@ -80,7 +81,7 @@ def runtime_config(devices: str, max_models: int | None, max_memory: str | None,
     if eviction not in ("lfu", "lru"):
         raise InputError(f"eviction policy must be lfu or lru, not {eviction!r}", option="eviction")
     return RuntimeConfig(devices=devices, max_models=max_models, max_memory=parse_size(max_memory),
-                         eviction=eviction, cache=cache)  # type: ignore[arg-type]
+                         eviction=cast(EvictionPolicy, eviction), cache=cache)
 
 
 def _bad_lines(batch: Batch, records: list[JobRecord]) -> None:

@@ -16,12 +16,12 @@ class PlainHelp(TyperCommand):
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
             if param.param_type_name == "argument":
-                name = param.metavar or param.name.upper()
+                name = param.metavar or str(param.name).upper()
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
 
     def format_options(self, ctx, formatter) -> None:
-        arguments = [(p.metavar or p.name.upper(), p.help or "") for p in self.get_params(ctx)
+        arguments = [(p.metavar or str(p.name).upper(), getattr(p, "help", None) or "") for p in self.get_params(ctx)
                      if p.param_type_name == "argument"]
         options = [record for p in self.get_params(ctx) if p.param_type_name == "option"
                    if (record := p.get_help_record(ctx)) is not None]

@@ -43,6 +43,7 @@ from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, RenderOptions, Started, execute, plan
+from lipsync_cli.render.jobs import as_blend
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
@@ -103,7 +104,7 @@ def render_command(
     folders, globs) render as a batch."""
 
     def work() -> int:
-        options = RenderOptions(parse_device(device, gpu), batch_size, blend,  # type: ignore[arg-type]
+        options = RenderOptions(parse_device(device, gpu), batch_size, as_blend(blend),
                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
         if "-" in audio:
             if len(audio) > 1:

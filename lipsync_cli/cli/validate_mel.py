@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
 
-from lipsync_cli.audio.loading import CHUNK_SAMPLES, RESAMPLERS, probe_audio, read_audio
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, RESAMPLERS, AudioInfo, Resampler, probe_audio, read_audio
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.cli.common import Debug, console, run_reporting
 from lipsync_cli.errors import InputError
+from lipsync_cli.features.mel import PadMode
 from lipsync_cli.features.validation import load_reference, validate
 from lipsync_cli.resources import bundled_dir
 
@@ -59,11 +60,12 @@ def validate_mel(
             raise InputError(f"--pad-mode must be constant or reflect, not {pad_mode!r}")
         if resample not in RESAMPLERS:
             raise InputError(f"--resample must be soxr or polyphase, not {resample!r}")
+        resampler, padding = cast(Resampler, resample), cast(PadMode, pad_mode)
         inputs = list(audio or _default_inputs())
         if reference is not None and len(inputs) != 1:
             raise InputError(f"{reference}: --reference needs exactly one AUDIO file, got {len(inputs)}")
         ref = load_reference(reference) if reference is not None else None
-        jobs = [(p.name, probe_audio(p)) for p in inputs]  # refuse bad files before any work
+        jobs: list[tuple[str, AudioInfo | None]] = [(p.name, probe_audio(p)) for p in inputs]  # refused before work
         if not jobs:
             jobs = [("synthetic 3 s", None)]
         table = Table(title=f"mel-spectrogram check (pad {pad_mode}, chunks of {chunk_samples} samples, "
@@ -73,8 +75,8 @@ def validate_mel(
             table.add_column(column, no_wrap=True, justify="right" if right else "left")
         all_ok = True
         for name, info in jobs:
-            x = read_audio(info.path, resample) if info is not None else speech_like(3.0)  # type: ignore[arg-type]
-            whole, results = validate(x, info, ref, pad_mode, chunk_samples, resample,  # type: ignore[arg-type]
+            x = read_audio(info.path, resampler) if info is not None else speech_like(3.0)
+            whole, results = validate(x, info, ref, padding, chunk_samples, resampler,
                                       reference.name if reference is not None else "reference")
             for k, r in enumerate(results):
                 all_ok &= r.ok

@@ -24,7 +24,7 @@ FEATHER_FRACTION = 0.12  # of the patch side
 
 def to_uint8(patch: np.ndarray, color: str = "bgr") -> np.ndarray:
     """UNet output [3, h, w] in [0, 1] -> BGR uint8 [h, w, 3], rounded half to even, saturated."""
-    channels = [cv2.convertScaleAbs(cv2.max(np.asarray(c, np.float32), 0.0), alpha=255.0) for c in patch]
+    channels = [cv2.convertScaleAbs(np.maximum(np.asarray(c, np.float32), 0.0), alpha=255.0) for c in patch]
     return cv2.merge(channels[::-1] if color == "rgb" else channels)
 
 

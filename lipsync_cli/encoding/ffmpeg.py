@@ -56,10 +56,11 @@ class EncodeSettings:
 
     def video_args(self) -> list[str]:
         s = self.checked()
+        preset = str(s.preset)
         if s.codec == "libx264":
-            args = ["-c:v", "libx264", "-preset", s.preset, "-crf", str(s.crf)]
+            args = ["-c:v", "libx264", "-preset", preset, "-crf", str(s.crf)]
         else:
-            args = ["-c:v", "h264_nvenc", "-preset", s.preset, "-rc", "vbr", "-cq", str(s.crf), "-b:v", "0"]
+            args = ["-c:v", "h264_nvenc", "-preset", preset, "-rc", "vbr", "-cq", str(s.crf), "-b:v", "0"]
         if s.threads:
             args += ["-threads", str(s.threads)]
         return args + ["-pix_fmt", "yuv420p"]
@@ -73,7 +74,7 @@ def temporary_path(target: Path) -> Path:
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
     """Remove temporary files of `target` left by processes that no longer exist (killed with SIGKILL, say)."""
-    removed = []
+    removed: list[Path] = []
     prefix = f".{target.name}."
     try:
         candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".part")]
@@ -223,7 +224,8 @@ class VideoWriter:
         if frame.shape != self.shape or frame.dtype != np.uint8:
             raise ValueError(f"frame must be uint8 {self.shape}, got {frame.dtype} {frame.shape}")
         try:
-            self._proc.stdin.write(memoryview(np.ascontiguousarray(frame)).cast("B"))  # type: ignore[union-attr]
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
         except (BrokenPipeError, OSError):
             raise self._failure("stopped while encoding") from None
         self.frames += 1
@@ -232,7 +234,8 @@ class VideoWriter:
         """Close the stream and wait for ffmpeg; the file stays under its temporary name. Setting `cancel`
         meanwhile raises Interrupted (the caller's `abort` then stops ffmpeg)."""
         try:
-            self._proc.stdin.close()  # type: ignore[union-attr]
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
         while True:

@@ -178,7 +178,7 @@ class EntryWriter:
         parts = [np.ascontiguousarray(a).reshape(-1) for a in (i420, crop, region)]
         at = 0
         for part in parts:
-            record[at : at + part.size] = memoryview(part)
+            record[at : at + part.size] = part.tobytes()
             at += part.size
         os.pwrite(self.fd, record, self.layout.offset(self.written))
         self.crcs[self.written] = zlib.crc32(record)

@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import onnxruntime as ort
 
@@ -57,8 +57,8 @@ def parse_device(spec: str = "auto", gpu: int | None = None) -> DeviceRequest:
     match = _DEVICE.match(spec.strip().lower())
     if not match or (match.group(2) is not None and match.group(1) != "cuda"):
         raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N", option="device")
-    kind = match.group(1)
-    return DeviceRequest(kind, int(match.group(2) or 0))  # type: ignore[arg-type]
+    kind = cast(Literal["auto", "cpu", "cuda"], match.group(1))
+    return DeviceRequest(kind, int(match.group(2) or 0))
 
 
 def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from lipsync_cli.audio.loading import AudioInfo
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
+from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import Device, DeviceRequest
 
 Blend = Literal["feather", "hard"]
@@ -17,6 +18,19 @@ WindowEnd = Literal["silence", "clamp"]
 BLENDS: tuple[Blend, ...] = ("feather", "hard")
 MAX_BATCH = 1024
 CPU_BATCH, GPU_BATCH = 4, 32  # on a CPU bigger batches buy no speed, only memory (bench: 4 vs 16)
+
+
+def as_blend(value: str) -> Blend:
+    """A blend named on a command line or in a job file, checked."""
+    if value not in BLENDS:
+        raise InputError(f"blend must be feather or hard, not {value!r}", option="blend")
+    return cast(Blend, value)
+
+
+def as_window_end(value: str) -> WindowEnd:
+    if value not in ("silence", "clamp"):
+        raise InputError(f"window end must be silence or clamp, not {value!r}", option="window_end")
+    return cast(WindowEnd, value)
 
 
 def default_batch(device: Device | str) -> int:

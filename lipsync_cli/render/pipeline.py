@@ -10,7 +10,7 @@ Each arrow with a thread behind it is a bounded queue, so memory does not grow w
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -59,9 +59,8 @@ def output_shape(character: Character) -> tuple[int, int]:
 
 def audio_windows(character: Character, audio: AudioInfo, chunk: int) -> Iterator[np.ndarray]:
     """[k, 80, 16] mel windows of consecutive video frames, as the audio streams in."""
-    windows = FrameWindows(audio.samples_16k, character.fps, character.audio.pad_mode,  # type: ignore[arg-type]
-                           character.audio.window_end)  # type: ignore[arg-type]
-    for samples in stream_audio(audio, chunk, character.audio.resample):  # type: ignore[arg-type]
+    windows = FrameWindows(audio.samples_16k, character.fps, character.audio.pad_mode, character.audio.window_end)
+    for samples in stream_audio(audio, chunk, character.audio.resample):
         batch = windows.push(samples)
         if batch is not None:
             yield batch.windows
@@ -130,7 +129,7 @@ def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Cha
 
 
 def render_frames(character: Character, audio: AudioInfo, options: PipelineOptions, runtime: Runtime,
-                  pool: BufferPool | None = None) -> Iterator[np.ndarray]:
+                  pool: BufferPool | None = None) -> Generator[np.ndarray, None, None]:
     """Every output frame as I420 uint8 [H * 3 // 2, W] (the template's size rounded up to even), in order;
     exactly frame_count() of them. The models are leased from the runtime's registry and the template is
     read through its store for as long as the frames flow. With a `pool` (of output_shape), frames are

@@ -65,7 +65,7 @@ def _encode_template(frames: list[Path], width: int, height: int, out: Path) -> 
            "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "pipe:0", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
            "-c:v", "libx264", "-preset", "medium", "-crf", str(TEMPLATE_CRF), "-pix_fmt", "yuv420p", str(out)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
+    assert proc.stdin is not None and proc.stderr is not None
     try:
         for path in frames:
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
