@@ -93,3 +93,17 @@ def test_template_frames_are_the_drawn_frames():
             assert 10 * np.log10(255**2 / mse) > 35, i
     assert not capture.read()[0]
     assert (ALICE / "template.mp4").stat().st_size < 2_000_000
+
+
+def test_blinks_close_the_eyes_and_the_sway_eases_at_both_ends():
+    from lipsync_cli.characters.demo import BLINKS, FPS, head_centre
+
+    for t in BLINKS:
+        frame = draw_frame(round(t * FPS))
+        hx, hy = head_centre(round(t * FPS))
+        for side in (-1, 1):
+            ex, ey = int(hx + side * 55), int(hy - 35)
+            eye = frame[ey - 12 : ey + 12, ex - 20 : ex + 20]
+            assert (eye.min(axis=2) > 240).sum() == 0  # no white of the eye shows: the lid is shut
+    steps = [abs(head_centre(i + 1)[0] - head_centre(i)[0]) for i in range(FRAMES - 1)]
+    assert steps[0] < 0.1 * max(steps) and steps[-1] < 0.1 * max(steps)  # no bounce where ping-pong turns

@@ -80,6 +80,17 @@ def test_mouth_follows_bursts_in_time(write_audio, tmp_path, alice):
     assert not is_open[times < 0.35].any()
 
 
+def test_the_mouth_opens_over_several_frames_like_speech(write_audio, tmp_path, alice):
+    audio = write_audio(bursts(2.0, [(0.8, 1.6)]), 16000, name="burst.wav")
+    out = tmp_path / "burst.mp4"
+    assert cli_render(audio, out).exit_code == 0
+    dark = mouth_darkness(decoded_frames(out), alice)
+    closed, wide = dark[:6].max(), np.median(dark[28:36])  # shut in the silence before; open mid-burst
+    between = (dark > closed + 150) & (dark < 0.95 * wide)  # neither shut nor open: on the way
+    opening, closing = between[: len(dark) // 2], between[len(dark) // 2 :]
+    assert opening.sum() >= 2 and closing.sum() >= 2, dark  # rises and falls over two frames or more
+
+
 def test_frames_do_not_depend_on_chunk_or_batch_size(write_audio, alice, runtime):
     info = probe_audio(write_audio(speech_like(1.25, seed=5), 16000))
     runs = [list(render_frames(alice, info, PipelineOptions(batch_size=b, chunk_samples=c), runtime))

@@ -20,7 +20,7 @@ FRAMES = FPS * SECONDS
 # MOUTH_DY below the head centre, which puts it at (160, 146.5) of the UNet's 320 patch.
 BOX = (-125, -10, 125, 230)
 MOUTH_DY = 100
-BLINKS = (1.3, 4.1, 6.6)
+BLINKS = (1.32, 4.08, 6.6)  # on frame times, so that the lids close fully
 
 SKIN, SKIN_SHADE = (170, 200, 240), (150, 180, 225)
 HAIR, LIP, LINE = (40, 55, 95), (92, 77, 188), (45, 40, 70)
@@ -29,8 +29,9 @@ S = 1 << SHIFT
 
 
 def head_centre(i: int) -> tuple[float, float]:
-    t = i / FPS
-    return 640 + 28 * math.sin(2 * math.pi * t / 3.6), 330 + 9 * math.sin(2 * math.pi * t / 2.3 + 0.8)
+    """The head sways with cosines whose speed is zero at both ends of the template, where ping-pong turns."""
+    phase = math.pi * i / (FRAMES - 1)
+    return 640 + 28 * math.cos(2 * phase), 330 + 9 * math.cos(3 * phase)
 
 
 def box(i: int) -> tuple[int, int, int, int]:

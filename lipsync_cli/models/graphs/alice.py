@@ -1,9 +1,10 @@
 """alice's procedural models: no trained weights, exactly the contracts of real ones.
 
 The audio encoder [N, 1, 80, 16] -> [N, 512] puts the window's loudness in feature 0: the mean normalised
-mel over the speech band (bins 5-60, about 270-3600 Hz) in the window's central frames, mapped from
-[-4, 4] to [0, 1]; features 1-511 are a fixed random projection of the window pooled to 20 x 4
-(deterministic).
+mel over the speech band (bins 5-60, about 270-3600 Hz), averaged over the window's frames with
+triangular weights (frames 0-12, peak at 6.5: a burst entering or leaving the window changes it over 2-3
+video frames, as a speaking mouth moves), mapped from [-4, 4] to [0, 1]; features 1-511 are a fixed random
+projection of the window pooled to 20 x 4 (deterministic).
 
 The UNet (visual [N, 6, 320, 320], audio [N, 512]) -> [N, 3, 320, 320] returns the reference crop with a
 drawn mouth: lips, a dark opening and teeth, whose opening follows feature 0 and is shut in silence.
@@ -21,8 +22,10 @@ import numpy as np
 from lipsync_cli.models.graphs.builder import Graph
 
 SPEECH_BINS = (5, 61)
-CENTRAL_FRAMES = (4, 8)
-OPEN_THRESHOLD, OPEN_GAIN = 0.2, 3.5  # opening = clip((loudness - threshold) * gain, 0, 1)
+FRAME_WEIGHTS = np.maximum(0.0, 1 - np.abs(np.arange(16) - 6.5) / 6.5)  # over the window's 16 mel frames
+FRAME_WEIGHTS = (FRAME_WEIGHTS / FRAME_WEIGHTS.sum()).astype(np.float32)
+EDGE_SHARPNESS = 2.0  # sigmoid slope per pixel of the lips' and opening's edges: as crisp as the artwork
+OPEN_THRESHOLD, OPEN_GAIN = 0.12, 2.2  # opening = clip((loudness - threshold) * gain, 0, 1)
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,13 @@ TEETH = (0.93, 0.95, 0.96)
 def audio_encoder(seed: int = 1234) -> Graph:
     g = Graph("alice_audio_encoder")
     mel = g.input("mel", ["N", 1, 80, 16])
-    band = g.op("Slice", mel, g.const(np.array([SPEECH_BINS[0], CENTRAL_FRAMES[0]], np.int64)),
-                g.const(np.array([SPEECH_BINS[1], CENTRAL_FRAMES[1]], np.int64)), g.const(np.array([2, 3], np.int64)))
-    mean = g.op("ReduceMean", band, axes=[2, 3], keepdims=0)  # [N, 1]
+    band = g.op("Slice", mel, g.const(np.array([SPEECH_BINS[0]], np.int64)),
+                g.const(np.array([SPEECH_BINS[1]], np.int64)), g.const(np.array([2], np.int64)))  # [N, 1, 56, 16]
+    # one weighted sum over bins and frames, as the mean over both was: the same for every batch size
+    weights = np.tile(FRAME_WEIGHTS / (SPEECH_BINS[1] - SPEECH_BINS[0]), (SPEECH_BINS[1] - SPEECH_BINS[0], 1))
+    weights *= 1 + 2**-18  # summing to a hair over 1, so that silence (-4 everywhere) clips to exactly 0
+    mean = g.op("ReduceSum", g.op("Mul", band, g.const(weights.astype(np.float32).reshape(1, 1, -1, 16))),
+                g.const(np.array([2, 3], np.int64)), keepdims=0)  # [N, 1]
     loudness = g.op("Clip", g.op("Div", g.op("Add", mean, g.const(np.float32(4.0))), g.const(np.float32(8.0))),
                     g.const(np.float32(0.0)), g.const(np.float32(1.0)))
     rng = np.random.default_rng(seed)
@@ -97,8 +104,8 @@ def unet(size: int = 320, geometry: MouthGeometry = MouthGeometry()) -> Graph:
     extra = g.op("Mul", opening, f(geometry.open_height))
     lips_h = g.op("Add", extra, f(geometry.lip_half_height))
     gap_h = g.op("Add", extra, f(geometry.gap_half_height))
-    lips = ellipse_alpha(geometry.lip_half_width, lips_h, geometry.lip_half_width)
-    gap = ellipse_alpha(geometry.lip_half_width - 9.0, gap_h, geometry.lip_half_width)
+    lips = ellipse_alpha(geometry.lip_half_width, lips_h, EDGE_SHARPNESS * geometry.lip_half_width)
+    gap = ellipse_alpha(geometry.lip_half_width - 9.0, gap_h, EDGE_SHARPNESS * (geometry.lip_half_width - 9.0))
     # teeth: the upper part of the opening, above a line that falls with the opening
     teeth_line = g.op("Mul", gap_h, f(-0.35))
     teeth_band = g.op("Sigmoid", g.op("Mul", g.op("Sub", teeth_line, dy), f(1.2)))
