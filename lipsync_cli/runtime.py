@@ -19,6 +19,7 @@ from lipsync_cli.errors import DeviceError
 from lipsync_cli.frames.store import DEFAULT_MEMORY, TemplateStore
 from lipsync_cli.models.devices import (
     CPU,
+    CUDA_INSTALL,
     Device,
     DeviceRequest,
     cuda_device_count,
@@ -85,8 +86,8 @@ class Runtime:
                     if reason is None and count == 0:
                         reason = "the NVIDIA driver reports no GPU"
                     self._devices = tuple(Device("cuda", i) for i in range(count)) if count else (CPU,)
-                    self._devices_notice = f"running on the CPU (no usable GPU: {short_reason(reason)})" if reason \
-                        else None
+                    self._devices_notice = (f"running on the CPU (no usable GPU: {short_reason(reason)}; for an "
+                                            f"NVIDIA GPU: {CUDA_INSTALL})") if reason else None
                 else:
                     self._devices = parse_devices(self.config.devices, self._gpu_count())
             return self._devices, self._devices_notice
@@ -108,7 +109,8 @@ class Runtime:
             with self.registry.lease(files, device, name):
                 return device, None
         except DeviceError as exc:
-            return CPU, f"running on the CPU (no usable GPU: {short_reason(str(exc).split(': ', 1)[-1])})"
+            return CPU, (f"running on the CPU (no usable GPU: {short_reason(str(exc).split(': ', 1)[-1])}; for an "
+                         f"NVIDIA GPU: {CUDA_INSTALL})")
 
     # -- characters --------------------------------------------------------------------------------
     def character(self, name_or_path: str | Path) -> Character:

@@ -29,3 +29,19 @@ def test_choices_are_shown():
                     "--eviction lfu|lru", "veryfast"):
         assert choices in text, choices
     assert text.splitlines()[0] == "Usage: lipsync render [OPTIONS] AUDIO..."
+
+
+def test_the_cpu_note_is_short_once_and_names_the_fix(write_audio, tmp_path):
+    from lipsync_cli.models.devices import cuda_unavailable_reason
+
+    if cuda_unavailable_reason() is None:
+        pytest.skip("this machine has a usable CUDA")
+    audio = write_audio(__import__("numpy").zeros(8000, "float32"), 16000)
+    both = runner.invoke(app, ["render", str(audio), str(audio), "-c", "alice", "--output-dir", str(tmp_path / "o"),
+                               "--name", "{index}.mp4"])
+    notes = [line for line in both.stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "pip install 'onnxruntime-gpu[cuda,cudnn]'" in notes[0] and len(notes[0]) < 160
+    for quiet in (["--device", "cpu"], ["-q"]):
+        result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "q.mp4"),
+                                     "--overwrite", *quiet])
+        assert result.exit_code == 0 and "note:" not in result.stderr

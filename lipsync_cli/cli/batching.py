@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lipsync_cli.batch.report import JobRecord, now, write_report
@@ -172,7 +173,7 @@ def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, r
          dry_run: bool, quiet: bool, started: str, cluster: ClusterSettings | None) -> int:
     if cluster is not None:
         entries = [replace(e, job=for_cluster(e.job)) if e.job is not None else e for e in entries]
-    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {m}", soft_wrap=True))
+    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
     with Runtime(config, notify=notify) as runtime:
         batch = Batch(entries, runtime, settings)
         records = batch.plan()

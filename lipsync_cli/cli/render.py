@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from tqdm import tqdm
 
 from lipsync_cli.batch.report import JobRecord
@@ -148,7 +149,7 @@ def _stdin_spooled() -> Iterator[Path]:
 
 
 def _render_one(job: RenderJob, config: RuntimeConfig, quiet: bool) -> None:
-    notify = None if quiet else (lambda message: err_console.print(f"[yellow]note:[/] {message}", soft_wrap=True))
+    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
     with Runtime(config, notify=notify) as runtime:
         planned = plan(job, runtime)
         settle_heap()

@@ -79,10 +79,36 @@ def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
     return tuple(devices)
 
 
+CUDA_INSTALL = "pip install 'onnxruntime-gpu[cuda,cudnn]'"  # the CUDA and cuDNN libraries as wheels
+_preloaded: list[bool] = []
+
+
+def _preload_cuda_wheels() -> None:
+    """Load the CUDA and cuDNN libraries of the nvidia-* wheels (onnxruntime-gpu[cuda,cudnn]), once per process,
+    so that a machine with only an NVIDIA driver can use them. Nothing is tried where those wheels are absent:
+    onnxruntime would print its failures."""
+    if _preloaded:
+        return
+    _preloaded.append(True)
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia") is None or not hasattr(ort, "preload_dlls"):
+        return
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            ort.preload_dlls()
+        except Exception:  # a partial install: the provider check below says what is missing
+            pass
+
+
 def cuda_unavailable_reason() -> str | None:
     """Why onnxruntime cannot use CUDA here, or None when it looks possible."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return f"this onnxruntime build ({ort.__version__}, package without CUDA) has no CUDA provider"
+    _preload_cuda_wheels()
     library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"
     if os.name == "posix" and library.exists():
         try:
