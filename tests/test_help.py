@@ -9,7 +9,7 @@ from lipsync_cli.cli.app import app
 
 runner = CliRunner()
 COMMANDS = [[], ["render"], ["batch"], ["bench"], ["validate-mel"], ["characters", "show"], ["characters", "import"],
-            ["cache"], ["cache", "clear"]]
+            ["cache"], ["cache", "clear"], ["doctor"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) or "lipsync" for c in COMMANDS])

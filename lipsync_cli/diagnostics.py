@@ -1,0 +1,115 @@
+"""What this machine can do for lipsync: each check says what it found and, when something is wrong, what
+to do. `lipsync doctor` shows them."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+Status = Literal["ok", "warning", "problem"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    found: str
+    fix: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _python() -> Check:
+    from lipsync_cli import __version__
+
+    return Check("python and lipsync", "ok", f"Python {platform.python_version()}, lipsync {__version__}")
+
+
+def _onnxruntime() -> list[Check]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        return [Check("onnxruntime", "problem", f"cannot be imported ({exc})", "pip install onnxruntime-gpu")]
+    providers = ort.get_available_providers()
+    checks = [Check("onnxruntime", "ok" if "CPUExecutionProvider" in providers else "problem",
+                    f"{ort.__version__}, providers {', '.join(providers)}")]
+    from lipsync_cli.models.devices import CUDA_INSTALL, cuda_device_count, cuda_unavailable_reason
+
+    gpus = cuda_device_count()
+    reason = cuda_unavailable_reason()
+    if reason is None and gpus == 0:
+        reason = "the NVIDIA driver reports no GPU"
+    if reason is None:
+        checks.append(Check("CUDA", "ok", f"usable: {gpus} GPU(s) found"))
+    else:
+        checks.append(Check("CUDA", "warning", f"not usable: {reason} ({gpus} GPU(s) found)",
+                            f"for an NVIDIA GPU: {CUDA_INSTALL}; renders run on the CPU meanwhile"))
+    return checks
+
+
+def _ffmpeg() -> list[Check]:
+    from lipsync_cli.encoding.ffmpeg import EncodeSettings, check_encoder, ffmpeg_exe
+
+    try:
+        exe = ffmpeg_exe()
+        version = subprocess.run([exe, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30)
+        first = (version.stdout.splitlines() or ["?"])[0]
+    except Exception as exc:  # imageio-ffmpeg raises its own types when no binary is found
+        return [Check("ffmpeg", "problem", f"not found ({exc})", "pip install --force-reinstall imageio-ffmpeg")]
+    checks = [Check("ffmpeg", "ok", f"{first} ({exe})")]
+    trials: tuple[tuple[str, Status], ...] = (("libx264", "problem"), ("h264_nvenc", "warning"))
+    for codec, severity in trials:
+        try:
+            if codec == "libx264":  # check_encoder trusts libx264; try it for real here
+                test = subprocess.run([exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                                       "color=size=64x64:rate=25:duration=0.1", "-c:v", "libx264", "-f", "null", "-"],
+                                      capture_output=True, text=True, timeout=60)
+                if test.returncode != 0:
+                    raise RuntimeError(test.stderr.strip().splitlines()[-1] if test.stderr.strip() else "failed")
+            else:
+                check_encoder(EncodeSettings(codec=codec))
+            checks.append(Check(codec, "ok", "encodes here"))
+        except Exception as exc:  # the encoder's own failure, in one line
+            checks.append(Check(codec, severity, f"cannot encode here: {' '.join(str(exc).split())[:160]}",
+                                "" if severity == "warning" else "reinstall imageio-ffmpeg"))
+    return checks
+
+
+def _disk_bytes(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(_disk_bytes(p) for p in path.iterdir())
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
+def _cache() -> Check:
+    from lipsync_cli.resources import cache_root
+
+    root = cache_root()
+    size = _disk_bytes(root) if root.is_dir() else 0
+    return Check("cache", "ok", f"{root}: {size / 2**20:.1f} MB (lipsync cache clear empties it)")
+
+
+def _characters() -> list[Check]:
+    from lipsync_cli.characters.manifest import check_character, list_characters
+
+    checks = []
+    for folder in list_characters():
+        character, status = check_character(folder)
+        checks.append(Check(f"character {folder.name}", "ok" if character is not None else "warning",
+                            str(folder) if character is not None else status))
+    return checks or [Check("characters", "warning", "none found", "see README: Bring your own character")]
+
+
+def run_checks() -> list[Check]:
+    return [_python(), *_onnxruntime(), *_ffmpeg(), _cache(), *_characters()]
+
+
+def can_render(checks: list[Check]) -> bool:
+    return not any(c.status == "problem" for c in checks)

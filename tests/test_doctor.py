@@ -1,0 +1,39 @@
+"""`lipsync doctor` on this machine, and with ffmpeg made unavailable."""
+
+import json
+
+from typer.testing import CliRunner
+
+from lipsync_cli.cli.app import app
+from lipsync_cli.models.devices import cuda_unavailable_reason
+
+runner = CliRunner()
+
+
+def test_doctor_reports_this_machine():
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    checks = {c["name"]: c for c in data["checks"]}
+    assert data["can_render"] and checks["onnxruntime"]["status"] == "ok"
+    assert "CPUExecutionProvider" in checks["onnxruntime"]["found"]
+    assert checks["libx264"]["status"] == "ok" and checks["character alice"]["status"] == "ok"
+    reason = cuda_unavailable_reason()
+    if reason is not None:
+        assert checks["CUDA"]["status"] == "warning" and reason in checks["CUDA"]["found"]
+        assert "onnxruntime-gpu[cuda,cudnn]" in checks["CUDA"]["fix"]
+    table = runner.invoke(app, ["doctor"])
+    assert table.exit_code == 0 and "rendering can work here" in table.stdout
+
+
+def test_doctor_without_ffmpeg_says_so(monkeypatch):
+    import imageio_ffmpeg
+
+    def missing():
+        raise RuntimeError("No ffmpeg exe could be found")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", missing)
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 1
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["ffmpeg"]["status"] == "problem" and "No ffmpeg exe" in checks["ffmpeg"]["found"]
