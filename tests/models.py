@@ -68,6 +68,14 @@ def nan_output(model):
     return model
 
 
+def tinted(model, factor):
+    """The output multiplied by `factor`: a model whose colours drift (brighter with factor > 1)."""
+    out, inner = _rename_output(model)
+    model.graph.node.append(helper.make_node("Mul", [inner, "tint_factor"], [out]))
+    model.graph.initializer.append(numpy_helper.from_array(np.array(factor, np.float32), "tint_factor"))
+    return model
+
+
 def int8_encoder():
     """An audio encoder whose input is int8 (cast to float inside)."""
     g = helper.make_graph(

@@ -82,7 +82,7 @@ CASES = [
     ("output is a directory", speech, [], lambda t: t, "is a directory; give a file name"),
     ("unknown device", speech, ["--device", "tpu"], None, "unknown device 'tpu'"),
     ("batch size zero", speech, ["--batch-size", "0"], None, "--batch-size must be 1 to"),
-    ("unknown blend", speech, ["--blend", "soft"], None, "--blend must be feather or hard"),
+    ("unknown blend", speech, ["--blend", "soft"], None, "--blend must be match, feather or hard"),
     ("unknown preset", speech, ["--preset", "warp"], None, "preset 'warp' does not exist for libx264"),
     ("unknown codec", speech, ["--codec", "vp9"], None, "unknown codec 'vp9'"),
 ]

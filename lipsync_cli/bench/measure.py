@@ -12,13 +12,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import soundfile as sf
 
-from lipsync_cli.audio.loading import CHUNK_SAMPLES
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, probe_audio
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import composite_i420, to_uint8
+from lipsync_cli.compositing.seam import seam_scores
 from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, ffmpeg_exe
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.layouts import SyncTalkGatherer
@@ -29,6 +31,8 @@ from lipsync_cli.frames.template import ping_pong
 from lipsync_cli.models.devices import DeviceRequest
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.render import RenderJob, RenderOptions, default_batch, execute, plan
+from lipsync_cli.render.jobs import BLENDS
+from lipsync_cli.render.pipeline import PipelineOptions, frame_count, render_frames
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 # The seed's targets (design.md section 7) and ours, in ms.
@@ -88,6 +92,7 @@ class BenchReport:
     peak_memory_mb: float
     cold_render_seconds: float  # the first render of the character: template decoded and prepared
     warm_render_seconds: float  # the second, in a fresh runtime: template read from the on-disk cache
+    seam: dict = field(default_factory=dict)  # blend -> {"ring_difference", "boundary_step"} in levels
     parameters: dict = field(default_factory=dict)
 
     @property
@@ -188,10 +193,38 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
 
     say("plain ffmpeg transcode")
     transcode = transcode_seconds(character.template, result.frames, settings, tmp_path / "transcode.mp4")
+    say("seam of each blend")
+    seam = seam_by_blend(runtime, character, audio, resolved, batch_size)
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return BenchReport(character.name, str(resolved), provider, character.layout, runtime.threads, batch_size,
                        n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}",
-                       stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed)
+                       stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed, seam)
+
+
+def seam_by_blend(runtime: Runtime, character: Character, audio: Path, device, batch_size: int,
+                  seconds: float = 2.0) -> dict:
+    """Ring difference and boundary step (seam.py) of each blend, on the frames before encoding (no codec
+    noise), over the first `seconds` of the bench's audio."""
+    info = probe_audio(audio)
+    frames = min(frame_count(character, info), round(seconds * float(character.fps)))
+    scores = {}
+    with runtime.templates.open(character) as template:
+        for blend in BLENDS:
+            rings, steps = [], []
+            options = PipelineOptions(device=device, batch_size=batch_size, blend=blend)
+            generated = render_frames(character, info, options, runtime)
+            try:
+                for i, frame in zip(range(frames), generated, strict=False):  # the first `frames`
+                    reference = template.frame(character.template_index(i))
+                    out = cv2.cvtColor(frame, cv2.COLOR_YUV2BGR_I420)
+                    base = cv2.cvtColor(np.asarray(reference.i420), cv2.COLOR_YUV2BGR_I420)
+                    ring, step = seam_scores(out, base, reference.box, character.crop)
+                    rings.append(ring)
+                    steps.append(step)
+            finally:
+                generated.close()
+            scores[blend] = {"ring_difference": float(np.mean(rings)), "boundary_step": float(np.mean(steps))}
+    return scores
 
 
 def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: MouthModel,

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import batch, bench, characters, doctor, render, validate_mel
+from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, render, validate_mel
 from lipsync_cli.cli.cache import cache_app
 from lipsync_cli.cli.help import PlainHelp, example
 
@@ -42,6 +42,8 @@ app.command("render", cls=PlainHelp, epilog=example(
 app.command("batch", cls=PlainHelp, epilog=example(
     "lipsync batch jobs.csv --output-dir out --keep-going --report report.json"))(batch.batch_command)
 app.add_typer(characters.characters_app, name="characters")
+app.command("inspect", cls=PlainHelp, epilog=example("lipsync inspect speech_alice.mp4 -c alice"))(
+    inspect_command.inspect_command)
 app.command("doctor", cls=PlainHelp, epilog=example("lipsync doctor --json"))(doctor.doctor_command)
 app.command("validate-mel", cls=PlainHelp, epilog=example(
     "lipsync validate-mel speech.wav --reference speech_mel.npy"))(validate_mel.validate_mel)

@@ -49,8 +49,8 @@ def batch_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT",
                                                    help="Default frames per model call.",
                                                    show_default=False)] = None,
-    blend: Annotated[str, typer.Option("--blend", metavar="feather|hard",
-                                       help="Default blend: feather or hard.")] = "feather",
+    blend: Annotated[str, typer.Option("--blend", metavar="match|feather|hard",
+                                       help="Default blend: match, feather or hard.")] = "match",
     crf: Annotated[int, typer.Option("--crf", metavar="0-51", help="Default quality: 0 lossless .. 51 worst.")] = 18,
     preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",
                                                help="Default encoder preset.", show_default=False)

@@ -112,6 +112,11 @@ def _print(report) -> None:
         f"{report.warm_render_seconds:.2f} s (template from the cache): {report.warm_speedup:.2f}x faster",
         f"peak memory of lipsync (ffmpeg not included): {report.peak_memory_mb:.0f} MB",
     ]
+    if report.seam:
+        lines.append("seam before encoding, in levels (ring difference from the template in the box's outer 20%; "
+                     "step across the patch edge beyond the template's own): " + "; ".join(
+                         f"{blend} {s['ring_difference']:.2f} / {s['boundary_step']:+.2f}"
+                         for blend, s in report.seam.items()))
     if report.parameters:
         lines.append("model parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.parameters.items()))
     for line in lines:

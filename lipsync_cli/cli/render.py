@@ -71,9 +71,10 @@ def render_command(
     batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT", help="Frames per model call "
                                                    "(default: 4 on the CPU, 32 on a GPU).", show_default=False)
                           ] = None,
-    blend: Annotated[str, typer.Option("--blend", metavar="feather|hard",
-                                       help="feather (soft edge, no visible box) or hard (paste).")
-                     ] = "feather",
+    blend: Annotated[str, typer.Option("--blend", metavar="match|feather|hard",
+                                       help="match (feather after matching the patch's colours to the template: "
+                                            "no visible box even when a model's colours drift), feather (soft "
+                                            "edge), or hard (paste).")] = "match",
     crf: Annotated[int, typer.Option("--crf", metavar="0-51",
                                      help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")] = 18,
     preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",

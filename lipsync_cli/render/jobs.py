@@ -9,13 +9,13 @@ from typing import Literal, cast
 
 from lipsync_cli.audio.loading import AudioInfo
 from lipsync_cli.characters.manifest import Character
+from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import Device, DeviceRequest
 
-Blend = Literal["feather", "hard"]
 WindowEnd = Literal["silence", "clamp"]
-BLENDS: tuple[Blend, ...] = ("feather", "hard")
+BLENDS: tuple[Blend, ...] = ("match", "feather", "hard")
 MAX_BATCH = 1024
 CPU_BATCH, GPU_BATCH = 4, 32  # on a CPU bigger batches buy no speed, only memory (bench: 4 vs 16)
 
@@ -23,7 +23,7 @@ CPU_BATCH, GPU_BATCH = 4, 32  # on a CPU bigger batches buy no speed, only memor
 def as_blend(value: str) -> Blend:
     """A blend named on a command line or in a job file, checked."""
     if value not in BLENDS:
-        raise InputError(f"blend must be feather or hard, not {value!r}", option="blend")
+        raise InputError(f"blend must be match, feather or hard, not {value!r}", option="blend")
     return cast(Blend, value)
 
 
@@ -41,7 +41,7 @@ def default_batch(device: Device | str) -> int:
 class RenderOptions:
     device: DeviceRequest = DeviceRequest("auto")
     batch_size: int | None = None  # frames per model call; None: CPU_BATCH on the CPU, GPU_BATCH on a GPU
-    blend: Blend = "feather"
+    blend: Blend = "match"
     encode: EncodeSettings = EncodeSettings()
     overwrite: bool = False
     window_end: WindowEnd | None = None  # None: the character's own `[audio] window_end`

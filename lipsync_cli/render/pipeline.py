@@ -19,6 +19,7 @@ import numpy as np
 from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, stream_audio
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import Blend, composite_i420, to_uint8
+from lipsync_cli.compositing.color_match import ColorMatcher
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 class PipelineOptions:
     device: Device = CPU
     batch_size: int = 16
-    blend: Blend = "feather"
+    blend: Blend = "match"
     chunk_samples: int = CHUNK_SAMPLES
 
 
@@ -117,11 +118,15 @@ def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, 
 
 def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, blend: Blend,
                pool: BufferPool | None) -> Iterator[np.ndarray]:
+    matcher = ColorMatcher() if blend == "match" else None
     try:
         for frame, patch in items:
             out = pool.take() if pool is not None else None
             keep = character.protect_mask(frame.index, frame.region)
-            yield composite_i420(frame, to_uint8(patch, character.input.color), character.crop, blend, out, keep)
+            image = to_uint8(patch, character.input.color)
+            if matcher is not None:
+                image = matcher(image, frame.crop)
+            yield composite_i420(frame, image, character.crop, "feather" if blend == "match" else blend, out, keep)
     finally:
         close = getattr(items, "close", None)
         if close is not None:

@@ -37,7 +37,7 @@ def check_options(job: RenderJob) -> None:
     if options.batch_size is not None and not 1 <= options.batch_size <= MAX_BATCH:
         raise InputError(f"batch size must be 1 to {MAX_BATCH}, not {options.batch_size}", option="batch_size")
     if options.blend not in BLENDS:
-        raise InputError(f"blend must be feather or hard, not {options.blend!r}", option="blend")
+        raise InputError(f"blend must be match, feather or hard, not {options.blend!r}", option="blend")
     if options.window_end not in (None, "silence", "clamp"):
         raise InputError(f"window end must be silence or clamp, not {options.window_end!r}", option="window_end")
 
