@@ -6,7 +6,6 @@ from __future__ import annotations
 import platform
 import subprocess
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Literal
 
 Status = Literal["ok", "warning", "problem"]
@@ -79,20 +78,11 @@ def _ffmpeg() -> list[Check]:
     return checks
 
 
-def _disk_bytes(path: Path) -> int:
-    try:
-        if path.is_dir():
-            return sum(_disk_bytes(p) for p in path.iterdir())
-        return path.stat().st_blocks * 512
-    except OSError:
-        return 0
-
-
 def _cache() -> Check:
-    from lipsync_cli.resources import cache_root
+    from lipsync_cli.resources import cache_root, disk_bytes
 
     root = cache_root()
-    size = _disk_bytes(root) if root.is_dir() else 0
+    size = disk_bytes(root) if root.is_dir() else 0
     return Check("cache", "ok", f"{root}: {size / 2**20:.1f} MB (lipsync cache clear empties it)")
 
 

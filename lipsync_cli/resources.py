@@ -15,6 +15,16 @@ def bundled_dir(name: str) -> Path | None:
     return None
 
 
+def disk_bytes(path: Path) -> int:
+    """Bytes a file or folder takes on disk (cache entries are sparse until every frame is written)."""
+    try:
+        if path.is_dir():
+            return sum(disk_bytes(p) for p in path.iterdir())
+        return path.stat().st_blocks * 512
+    except OSError:
+        return 0
+
+
 def cache_root() -> Path:
     """Where lipsync keeps what it can make again: `$LIPSYNC_CACHE`, else `$XDG_CACHE_HOME/lipsync`, else
     `~/.cache/lipsync`."""

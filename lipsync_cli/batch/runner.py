@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, output_name
-from lipsync_cli.encoding.ffmpeg import check_not_an_input
+from lipsync_cli.encoding.ffmpeg import InputIndex
 from lipsync_cli.errors import InputError, Interrupted, LipsyncError
 from lipsync_cli.models.devices import Device
 from lipsync_cli.render import RenderEvent, RenderPlan, Started, execute, plan
@@ -95,12 +95,13 @@ class Batch:
             if planned is not None:
                 for path, what in job_inputs(planned.job.audio, planned.character).items():
                     inputs.setdefault(path, f"{what} of {record.source}")
+        index = InputIndex(inputs)
         for record in self.records:
             planned = self.plans.get(record.index)
             if planned is None:
                 continue
             try:
-                check_not_an_input(planned.output, inputs)
+                index.check(planned.output)
             except LipsyncError as exc:
                 del self.plans[record.index]
                 record.frames = record.audio_seconds = record.device = None

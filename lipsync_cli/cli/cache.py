@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -12,21 +11,11 @@ from lipsync_cli.cli.common import Debug, console, run_reporting
 from lipsync_cli.cli.help import PlainHelp, example
 from lipsync_cli.frames.cache_file import read_meta
 from lipsync_cli.frames.store import SUFFIX
-from lipsync_cli.resources import cache_root
+from lipsync_cli.resources import cache_root, disk_bytes
 
 cache_app = typer.Typer(help="Show or clear the cache (prepared template frames; the bench's models).",
                         no_args_is_help=False, add_completion=False, rich_markup_mode=None,
                         epilog=example("lipsync cache", "lipsync cache clear"))
-
-
-def _disk_bytes(path: Path) -> int:
-    """Bytes the file takes on disk (entries are sparse until every frame is written)."""
-    try:
-        if path.is_dir():
-            return sum(_disk_bytes(p) for p in path.iterdir())
-        return path.stat().st_blocks * 512
-    except OSError:
-        return 0
 
 
 def _mb(n: int) -> str:
@@ -54,13 +43,13 @@ def show(ctx: typer.Context, debug: Debug = False) -> None:
             meta = read_meta(entry) or {}
             layout = meta.get("layout", {})
             table.add_row(str(meta.get("name", "?")), str(meta.get("template", entry.name)),
-                          f"{meta.get('valid', '?')} of {layout.get('frames', '?')}", _mb(_disk_bytes(entry)))
+                          f"{meta.get('valid', '?')} of {layout.get('frames', '?')}", _mb(disk_bytes(entry)))
         if entries:
             console.print(table)
         others = [p for p in sorted(root.iterdir()) if p.name != "templates"]
         for other in others:
-            console.print(f"{other.name}: {_mb(_disk_bytes(other))}")
-        console.print(f"total: {_mb(_disk_bytes(root))}")
+            console.print(f"{other.name}: {_mb(disk_bytes(other))}")
+        console.print(f"total: {_mb(disk_bytes(root))}")
 
     run_reporting(work, debug)
 
@@ -71,7 +60,7 @@ def clear(debug: Debug = False) -> None:
 
     def work() -> None:
         root = cache_root()
-        freed = _disk_bytes(root) if root.is_dir() else 0
+        freed = disk_bytes(root) if root.is_dir() else 0
         if root.is_dir():
             for child in root.iterdir():
                 if child.is_dir() and not child.is_symlink():

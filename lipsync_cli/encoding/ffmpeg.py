@@ -92,18 +92,37 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     return removed
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
+class InputIndex:
+    """Files that must not be written over ({path: what it is}), indexed by resolved path and by inode, so that
+    each output is checked with two look-ups however many inputs a batch has (links, symbolic or hard, count)."""
+
+    def __init__(self, inputs: dict[Path, str]) -> None:
+        self._paths: dict[Path, tuple[Path, str]] = {}
+        self._inodes: dict[tuple[int, int], tuple[Path, str]] = {}
+        for path, what in inputs.items():
+            self._paths.setdefault(path.resolve(), (path, what))
+            try:
+                st = path.stat()
+                self._inodes.setdefault((st.st_dev, st.st_ino), (path, what))
+            except OSError:
+                pass
+
+    def check(self, target: Path) -> None:
+        found = self._paths.get(target.resolve())
+        if found is None:
+            try:
+                st = target.stat()
+                found = self._inodes.get((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        if found is not None:
+            path, what = found
+            raise OutputError(f"{target}: is {what} ({path}); writing the video there would destroy it")
 
 
 def check_not_an_input(target: Path, inputs: dict[Path, str]) -> None:
     """Refuse an output that is one of the inputs ({path: what it is}), through links (symbolic or hard) too."""
-    for path, what in inputs.items():
-        if _same_file(target, path):
-            raise OutputError(f"{target}: is {what} ({path}); writing the video there would destroy it")
+    InputIndex(inputs).check(target)
 
 
 def check_output_path(target: Path, overwrite: bool) -> Path:

@@ -13,7 +13,7 @@ from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.characters.manifest import MANIFEST, Character
 from lipsync_cli.encoding.ffmpeg import check_encoder, check_not_an_input, check_output_path
 from lipsync_cli.errors import InputError
-from lipsync_cli.render.jobs import BLENDS, MAX_BATCH, RenderJob, RenderPlan, default_batch
+from lipsync_cli.render.jobs import MAX_BATCH, RenderJob, RenderPlan, as_blend, as_window_end, default_batch
 from lipsync_cli.render.pipeline import frame_count
 from lipsync_cli.runtime import Runtime
 
@@ -36,10 +36,9 @@ def check_options(job: RenderJob) -> None:
     options = job.options
     if options.batch_size is not None and not 1 <= options.batch_size <= MAX_BATCH:
         raise InputError(f"batch size must be 1 to {MAX_BATCH}, not {options.batch_size}", option="batch_size")
-    if options.blend not in BLENDS:
-        raise InputError(f"blend must be match, feather or hard, not {options.blend!r}", option="blend")
-    if options.window_end not in (None, "silence", "clamp"):
-        raise InputError(f"window end must be silence or clamp, not {options.window_end!r}", option="window_end")
+    as_blend(options.blend)
+    if options.window_end is not None:
+        as_window_end(options.window_end)
 
 
 def plan(job: RenderJob, runtime: Runtime) -> RenderPlan:
