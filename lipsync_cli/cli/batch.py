@@ -10,9 +10,13 @@ import typer
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, JOB_COLUMNS, read_job_file
 from lipsync_cli.cli.batching import (
+    BatchSize,
+    BlendOption,
     Cluster,
     ClusterAddress,
+    Codec,
     CpuWorkers,
+    Crf,
     Devices,
     DryRun,
     Eviction,
@@ -21,7 +25,10 @@ from lipsync_cli.cli.batching import (
     MaxMemory,
     MaxModels,
     NamePattern,
+    NoCache,
     OutputDir,
+    Overwrite,
+    Preset,
     Report,
     Retries,
     SharedFs,
@@ -31,7 +38,7 @@ from lipsync_cli.cli.batching import (
     runtime_config,
 )
 from lipsync_cli.cli.common import Debug, run_reporting
-from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
+from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render import RenderOptions
 from lipsync_cli.render.jobs import as_blend
@@ -46,19 +53,12 @@ def batch_command(
     device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
                                         help="Default device of a job: auto, cpu, cuda or "
                                         "cuda:N.")] = "auto",
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT",
-                                                   help="Default frames per model call.",
-                                                   show_default=False)] = None,
-    blend: Annotated[str, typer.Option("--blend", metavar="match|feather|hard",
-                                       help="Default blend: match, feather or hard.")] = "match",
-    crf: Annotated[int, typer.Option("--crf", metavar="0-51", help="Default quality: 0 lossless .. 51 worst.")] = 18,
-    preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",
-                                               help="Default encoder preset.", show_default=False)
-                      ] = None,
-    codec: Annotated[str, typer.Option("--codec", metavar="libx264|h264_nvenc",
-                                       help="Default codec: " + " or ".join(CODECS) + ".")
-                     ] = "libx264",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    batch_size: BatchSize = None,
+    blend: BlendOption = "match",
+    crf: Crf = 18,
+    preset: Preset = None,
+    codec: Codec = "libx264",
+    overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
     keep_going: KeepGoing = False,
     jobs: Jobs = DEFAULT_JOBS,
@@ -73,7 +73,7 @@ def batch_command(
     cpu_workers: CpuWorkers = None,
     retries: Retries = 1,
     shared_fs: SharedFs = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache.")] = False,
+    no_cache: NoCache = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors and the summary.")] = False,
     debug: Debug = False,
 ) -> None:

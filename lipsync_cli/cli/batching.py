@@ -24,6 +24,19 @@ from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 MAX_BAD_LINES = 20
 
+BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT", help="Frames per model call "
+                                               "(default: 4 on the CPU, 32 on a GPU).", show_default=False)]
+BlendOption = Annotated[str, typer.Option("--blend", metavar="match|feather|hard",
+                                          help="match (feather after matching the patch's colours to the template: "
+                                               "no visible box even when a model's colours drift), feather (soft "
+                                               "edge), or hard (paste).")]
+Crf = Annotated[int, typer.Option("--crf", metavar="0-51", help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")]
+Preset = Annotated[str | None, typer.Option("--preset", metavar="NAME", help="Encoder preset (default veryfast for "
+                                            "libx264, p4 for h264_nvenc).", show_default=False)]
+Codec = Annotated[str, typer.Option("--codec", metavar="libx264|h264_nvenc", help="libx264 or h264_nvenc.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache "
+                                       "(see `lipsync cache`).")]
 OutputDir = Annotated[Path | None, typer.Option("--output-dir", metavar="DIR",
                                                 help="Folder for the outputs (default: the current "
                                                 "directory).", show_default=False)]

@@ -18,9 +18,13 @@ from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, expand_audio
 from lipsync_cli.cli.batching import (
+    BatchSize,
+    BlendOption,
     Cluster,
     ClusterAddress,
+    Codec,
     CpuWorkers,
+    Crf,
     Devices,
     DryRun,
     Eviction,
@@ -29,7 +33,10 @@ from lipsync_cli.cli.batching import (
     MaxMemory,
     MaxModels,
     NamePattern,
+    NoCache,
     OutputDir,
+    Overwrite,
+    Preset,
     Report,
     Retries,
     SharedFs,
@@ -40,7 +47,7 @@ from lipsync_cli.cli.batching import (
 )
 from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting, settle_heap
 from lipsync_cli.cli.progress import BatchProgress
-from lipsync_cli.encoding.ffmpeg import CODECS, EncodeSettings
+from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, RenderOptions, Started, execute, plan
@@ -68,21 +75,12 @@ def render_command(
                                         help="auto, cpu, cuda or cuda:N.")] = "auto",
     gpu: Annotated[int | None, typer.Option("--gpu", metavar="N",
                                             help="Short for --device cuda:N.", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT", help="Frames per model call "
-                                                   "(default: 4 on the CPU, 32 on a GPU).", show_default=False)
-                          ] = None,
-    blend: Annotated[str, typer.Option("--blend", metavar="match|feather|hard",
-                                       help="match (feather after matching the patch's colours to the template: "
-                                            "no visible box even when a model's colours drift), feather (soft "
-                                            "edge), or hard (paste).")] = "match",
-    crf: Annotated[int, typer.Option("--crf", metavar="0-51",
-                                     help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")] = 18,
-    preset: Annotated[str | None, typer.Option("--preset", metavar="NAME",
-                                               help="Encoder preset (default veryfast for libx264, "
-                                               "p4 for h264_nvenc).", show_default=False)] = None,
-    codec: Annotated[str, typer.Option("--codec", metavar="libx264|h264_nvenc",
-                                       help=" or ".join(CODECS) + ".")] = "libx264",
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    batch_size: BatchSize = None,
+    blend: BlendOption = "match",
+    crf: Crf = 18,
+    preset: Preset = None,
+    codec: Codec = "libx264",
+    overwrite: Overwrite = False,
     skip_existing: SkipExisting = False,
     keep_going: KeepGoing = False,
     jobs: Jobs = DEFAULT_JOBS,
@@ -97,8 +95,7 @@ def render_command(
     cpu_workers: CpuWorkers = None,
     retries: Retries = 1,
     shared_fs: SharedFs = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the template cache "
-                                           "(see `lipsync cache`).")] = False,
+    no_cache: NoCache = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
     debug: Debug = False,
 ) -> None:
