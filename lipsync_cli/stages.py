@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+R = TypeVar("R")
 _DONE = object()
 _POLL = 0.05
 
@@ -110,3 +113,23 @@ def regroup(parts: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
             held, count = [joined[cut:]], count - cut
     if count:
         yield np.concatenate(held)
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], executor: ThreadPoolExecutor | None, ahead: int
+                ) -> Iterator[R]:
+    """fn over items on the executor's threads, at most `ahead` at a time, results in the items' order (an
+    error is raised where its item's result would be). Without an executor, in this thread."""
+    if executor is None:
+        yield from map(fn, items)
+        return
+    pending: deque[Future] = deque()
+    try:
+        for item in items:
+            pending.append(executor.submit(fn, item))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()

@@ -7,7 +7,6 @@ import sys
 import textwrap
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.characters.manifest import CropSpec, TemplateInfo
 from lipsync_cli.cli.app import app
+from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.frames.template import prepare
 from lipsync_cli.render import RenderJob, RenderOptions, execute, plan
@@ -27,13 +27,13 @@ runner = CliRunner()
 
 
 def fresh_frames(character, count):
-    capture = cv2.VideoCapture(str(character.template))
+    decoder = YuvDecoder(character.template, character.video.width, character.video.height)
     out = []
     for k in range(count):
-        ok, image = capture.read()
-        assert ok
-        out.append(prepare(k, image, character.boxes[k], character.crop))
-    capture.release()
+        decoded = decoder.read()
+        assert decoded is not None
+        out.append(prepare(k, *decoded, character.boxes[k], character.crop))
+    decoder.close()
     return out
 
 

@@ -75,7 +75,7 @@ class Batch:
                 if self.settings.skip_existing and job.output.exists():
                     record.status = "skipped"
                     continue
-                planned = plan(job, self.runtime)
+                planned = plan(job, self.runtime, self.settings.jobs_per_device)
             except LipsyncError as exc:
                 self._refuse(record, exc)
                 continue

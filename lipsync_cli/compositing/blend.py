@@ -1,9 +1,10 @@
 """Put the generated mouth patch back into the template frame.
 
-The patch is the inner square of the resized box, so it maps to the box shrunk by the border; it is
-warped there with sub-pixel accuracy (the exact inverse of the crop's resize), and only what the model
-produced is used. `feather` blends with an alpha that is 1 inside and falls smoothly to 0 at the patch
-edge (no visible box); `hard` pastes it.
+The patch is the inner square of the resized box, so it maps to the box shrunk by the border: padded back
+to the full square by repeating its edge and resized to the box (cubic), it lands where the crop's resize
+took it from, with sub-pixel accuracy. `feather` blends with an alpha that is 1 inside and falls smoothly
+to 0 at the patch edge (no visible box); `hard` pastes it. Pixels the patch does not touch keep the
+template's own I420 values exactly.
 """
 
 from __future__ import annotations
@@ -42,23 +43,50 @@ def feather_mask(inner: int, blend: Blend) -> np.ndarray:
     return mask
 
 
+def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
+@lru_cache(maxsize=64)
+def box_alpha(width: int, height: int, crop: CropSpec, blend: Blend) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The patch's alpha in box coordinates [height, width] float32, 1 - alpha, and where alpha changes
+    anything (bool). Hard is alpha 1 where the patch covers more than half a pixel."""
+    b = crop.border
+    padded = cv2.copyMakeBorder(feather_mask(crop.inner, blend), b, b, b, b, cv2.BORDER_CONSTANT, value=0.0)
+    alpha = cv2.resize(padded, (width, height), interpolation=cv2.INTER_LINEAR)
+    if blend == "hard":
+        alpha = (alpha > 0.5).astype(np.float32)
+    return _frozen(alpha, 1.0 - alpha, alpha > 0)  # type: ignore[return-value]
+
+
+def place(patch: np.ndarray, width: int, height: int, crop: CropSpec) -> np.ndarray:
+    """The patch (BGR uint8 [inner, inner, 3]) resized into a box of width x height: the exact inverse of the
+    crop's resize (patch pixel p lands at box coordinate (p + border + 0.5) * scale - 0.5)."""
+    b = crop.border
+    padded = cv2.copyMakeBorder(patch, b, b, b, b, cv2.BORDER_REPLICATE)
+    return cv2.resize(padded, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def blend_into(roi: np.ndarray, patch: np.ndarray, crop: CropSpec, blend: Blend) -> np.ndarray:
+    """Blend the patch into `roi` (the box's pixels, BGR uint8, modified in place); returns where it changed
+    anything (bool [h, w])."""
+    h, w = roi.shape[:2]
+    placed = place(patch, w, h, crop)
+    alpha, rest, changed = box_alpha(w, h, crop, "hard" if blend == "hard" else "feather")
+    if blend == "hard":
+        np.copyto(roi, placed, where=changed[:, :, None])
+    else:
+        roi[:] = cv2.blendLinear(placed, roi, alpha, rest)
+    return changed
+
+
 def composite(frame: np.ndarray, box: np.ndarray, patch: np.ndarray, crop: CropSpec, blend: Blend) -> np.ndarray:
     """A copy of `frame` with `patch` (BGR uint8 [inner, inner, 3]) blended into the box."""
     x1, y1, x2, y2 = (int(v) for v in box)
-    w, h = x2 - x1, y2 - y1
-    sx, sy = w / crop.size, h / crop.size
-    # patch pixel p sits at box coordinate (p + border + 0.5) * scale - 0.5 (cv2.resize's pixel centres)
-    matrix = np.array([[sx, 0.0, (crop.border + 0.5) * sx - 0.5], [0.0, sy, (crop.border + 0.5) * sy - 0.5]])
-    warped = cv2.warpAffine(patch, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    alpha_flags = cv2.INTER_NEAREST if blend == "hard" else cv2.INTER_LINEAR
-    alpha = cv2.warpAffine(feather_mask(crop.inner, blend), matrix, (w, h), flags=alpha_flags,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     out = frame.copy()
-    roi = out[y1:y2, x1:x2]
-    if blend == "hard":
-        np.copyto(roi, warped, where=alpha[:, :, None] > 0.5)
-    else:
-        roi[:] = cv2.blendLinear(warped, roi, alpha, 1.0 - alpha)
+    blend_into(out[y1:y2, x1:x2], patch, crop, blend)
     return out
 
 
@@ -66,20 +94,26 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
                    out: np.ndarray | None = None, keep: np.ndarray | None = None) -> np.ndarray:
     """The output picture (I420) of a template frame with `patch` blended into its box.
 
-    Only the box region is composited and converted; the rest is the template's own I420, which the
-    region's conversion reproduces exactly (per-pixel luma, chroma of 2x2 blocks aligned to the region).
-    `keep` (bool, the region's size) marks pixels that stay the template's (a protect mask).
+    Only the box region is composited and converted, and only the pixels the patch changed (the 2x2 blocks
+    holding one, for the chroma) are written: everything else is the template's own I420. `keep` (bool, the
+    region's size) marks pixels that stay the template's (a protect mask).
     """
     x0, y0, x1, y1 = frame.region
-    box = frame.box - np.array([x0, y0, x0, y0])
-    blended = composite(frame.region_bgr, box, patch, crop, blend)
+    bx1, by1, bx2, by2 = (int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
+    region = frame.region_bgr.copy()
+    changed = np.zeros(region.shape[:2], bool)
+    changed[by1:by2, bx1:bx2] = blend_into(region[by1:by2, bx1:bx2], patch, crop, blend)
     if keep is not None:
-        np.copyto(blended, frame.region_bgr, where=keep[:, :, None])
-    region = bgr_to_i420(blended)
+        np.copyto(region, frame.region_bgr, where=keep[:, :, None])
+        changed &= ~keep
+    converted = bgr_to_i420(region)
     if out is None:
         out = frame.i420.copy()
     else:
         np.copyto(out, frame.i420)
-    for plane, part, s in zip(planes(out, frame.width), planes(region, x1 - x0), (1, 2, 2), strict=True):
-        plane[y0 // s : y1 // s, x0 // s : x1 // s] = part
+    h, w = region.shape[:2]
+    blocks = changed.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
+    for plane, part, s, where in zip(planes(out, frame.width), planes(converted, x1 - x0), (1, 2, 2),
+                                     (changed, blocks, blocks), strict=True):
+        np.copyto(plane[y0 // s : y1 // s, x0 // s : x1 // s], part, where=where)
     return out

@@ -10,6 +10,7 @@ mouth keeps its contrast), and the correction is applied to the whole patch. It 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -30,25 +31,58 @@ def ring_mask(side: int) -> np.ndarray:
     return mask
 
 
+@lru_cache(maxsize=8)
+def _ring_u8(side: int) -> np.ndarray:
+    return ring_mask(side).astype(np.uint8)
+
+
+def ring_stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation [3] of a Lab image's outer ring."""
+    mean, std = cv2.meanStdDev(lab, mask=_ring_u8(lab.shape[0]))
+    return mean.ravel(), std.ravel()
+
+
 def _lab(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_BGR2LAB)
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One patch's Lab pixels and the ring statistics of it and of its template crop."""
+
+    lab: np.ndarray
+    stats: np.ndarray  # patch mean [3], template mean [3], gain [3]
+
+
+def measure(patch: np.ndarray, reference: np.ndarray) -> Measured:
+    """The statistics of `patch` (BGR uint8 [s, s, 3]) and of `reference`, the template crop it came from."""
+    lab = _lab(patch)
+    (p_mean, p_std), (t_mean, t_std) = ring_stats(lab), ring_stats(_lab(reference))
+    gain = np.clip((t_std + 1e-3) / (p_std + 1e-3), *GAIN_LIMITS)
+    return Measured(lab, np.concatenate([p_mean, t_mean, gain]))
+
+
+def apply(measured: Measured, correction: np.ndarray) -> np.ndarray:
+    """The patch with a (smoothed) correction applied: per Lab channel (p - p_mean) * gain + t_mean."""
+    p_mean, t_mean, gain = correction[:3], correction[3:6], correction[6:]
+    affine = np.hstack([np.diag(gain), (t_mean - p_mean * gain)[:, None]])
+    bgr = cv2.cvtColor(cv2.transform(measured.lab, affine), cv2.COLOR_LAB2BGR)
+    return cv2.convertScaleAbs(np.clip(bgr, 0.0, 1.0), alpha=255.0)
+
+
 class ColorMatcher:
-    """One per render: it carries the smoothed correction from frame to frame."""
+    """One per render: it carries the smoothed correction from frame to frame. `measure` and `apply` may run
+    on other threads; `smooth` must see the frames in order."""
 
     def __init__(self) -> None:
-        self.state: np.ndarray | None = None  # patch mean [3], template mean [3], gain [3]
+        self.state: np.ndarray | None = None
+
+    def smooth(self, measured: Measured) -> np.ndarray:
+        params = measured.stats
+        self.state = params if self.state is None else (1 - SMOOTHING) * self.state + SMOOTHING * params
+        return self.state
 
     def __call__(self, patch: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """`patch` (BGR uint8 [s, s, 3]) with its colours matched to `reference`, the template crop."""
-        ring = ring_mask(patch.shape[0])
-        p, t = _lab(patch), _lab(reference)
-        p_ring, t_ring = p[ring], t[ring]
-        gain = np.clip((t_ring.std(axis=0) + 1e-3) / (p_ring.std(axis=0) + 1e-3), *GAIN_LIMITS)
-        params = np.concatenate([p_ring.mean(axis=0), t_ring.mean(axis=0), gain])
-        self.state = params if self.state is None else (1 - SMOOTHING) * self.state + SMOOTHING * params
-        p_mean, t_mean, gain = self.state[:3], self.state[3:6], self.state[6:]
-        corrected = ((p - p_mean) * gain + t_mean).astype(np.float32)
-        bgr = cv2.cvtColor(corrected, cv2.COLOR_LAB2BGR)
-        return cv2.convertScaleAbs(np.clip(bgr, 0.0, 1.0), alpha=255.0)
+        measured = measure(patch, reference)
+        return apply(measured, self.smooth(measured))

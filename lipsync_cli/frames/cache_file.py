@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"LIPSYNC-TEMPLATE\n"
-FORMAT = 1
+FORMAT = 2  # 2: the I420 picture as decoded, not a BGR round trip of it
 HEADER = 4096
 PAGE = mmap.PAGESIZE
 

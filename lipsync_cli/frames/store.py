@@ -19,13 +19,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import RenderError
 from lipsync_cli.frames.cache_file import EntryError, EntryWriter, Layout, MappedEntry, open_entry
+from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.template import TemplateFrame, prepare_parts, region_of
 from lipsync_cli.processes import process_exists
 from lipsync_cli.stages import Cancelled
@@ -47,13 +47,14 @@ class _State:
     def __init__(self, store: TemplateStore, key: str, character: Character, final: Path | None) -> None:
         self.store, self.key, self.final = store, key, final
         self.path, self.boxes, self.crop = character.template, character.boxes, character.crop
+        self.size = (character.video.width, character.video.height)
         self.name = character.name
         self.layout = template_layout(character)
         self.lock = threading.Lock()
         self.users = 0
         self.entry: MappedEntry | None = None
         self.writer: EntryWriter | None = None
-        self.capture: cv2.VideoCapture | None = None
+        self.capture: YuvDecoder | None = None
         self.memory: dict[int, TemplateFrame] | None = None  # only when no file at all can be written
         if final is not None and final.exists():
             try:
@@ -126,12 +127,12 @@ class _State:
     def _start(self, stop: threading.Event | None) -> None:
         if self.writer is None and self.memory is None:
             self._open_writer()
-        capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
-        for _ in range(self._prepared()):  # frames that are in the cache already: decode without converting
+        capture = YuvDecoder(self.path, *self.size)
+        for _ in range(self._prepared()):  # frames that are in the cache already: decoded and dropped
             if stop is not None and stop.is_set():
-                capture.release()
+                capture.close()
                 raise Cancelled("template decoding stopped")
-            capture.grab()
+            capture.read()
         self.capture = capture
 
     def _decode_to(self, k: int, stop: threading.Event | None) -> None:
@@ -142,11 +143,13 @@ class _State:
             if stop is not None and stop.is_set():
                 raise Cancelled("template decoding stopped")
             n = self._prepared()
-            ok, image = self.capture.read()
-            if not ok or image is None:
-                raise RenderError(f"{self.path}: only {n} of {self.layout.frames} frames could be decoded")
+            decoded = self.capture.read() if self.capture.read_count == n else None
+            if decoded is None:
+                why = self.capture.problem()
+                raise RenderError(f"{self.path}: only {n} of {self.layout.frames} frames could be decoded"
+                                  + (f" ({why})" if why else ""))
             self.store.count_decode(self.key)
-            i420, region, crop = prepare_parts(image, self.boxes[n], self.crop)
+            i420, region, crop = prepare_parts(*decoded, self.boxes[n], self.crop)
             if self.memory is not None:
                 self.memory[n] = TemplateFrame(n, i420, np.asarray(self.boxes[n]), region_of(self.boxes[n]),
                                                region, crop)
@@ -192,7 +195,7 @@ class _State:
 
     def _close_capture(self) -> None:
         if self.capture is not None:
-            self.capture.release()
+            self.capture.close()
             self.capture = None
 
     def release(self) -> None:

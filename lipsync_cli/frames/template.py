@@ -1,7 +1,7 @@
 """Template frames: indexed ping-pong, and prepared once for rendering.
 
-A prepared frame holds its I420 picture for the output (padded to an even size), the BGR pixels of its box
-region for compositing, and the uint8 inner crop the UNet sees (about 1.9 MB per 720p frame). Where they
+A prepared frame holds its I420 picture for the output (as decoded, padded to an even size), the BGR pixels
+of its box region for compositing, and the uint8 inner crop the UNet sees (about 1.9 MB per 720p frame). Where they
 are kept, and for how long, is the template store's business (`frames/store.py`).
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from lipsync_cli.characters.manifest import CropSpec
-from lipsync_cli.encoding.yuv import bgr_to_i420, even, pad_even
+from lipsync_cli.encoding.yuv import even, planes
 from lipsync_cli.frames.crops import inner_crop
 from lipsync_cli.frames.pingpong import ping_pong  # noqa: F401  (re-exported)
 
@@ -37,16 +38,30 @@ def region_of(box: np.ndarray) -> tuple[int, int, int, int]:
     return x1 & ~1, y1 & ~1, even(x2), even(y2)
 
 
-def prepare_parts(bgr: np.ndarray, box: np.ndarray, crop: CropSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A decoded template frame's I420 picture (padded to even), its box region in BGR and its UNet crop."""
-    padded = pad_even(bgr)
-    x0, y0, x1, y1 = region_of(box)
-    region_bgr = np.ascontiguousarray(padded[y0:y1, x0:x1])
-    return bgr_to_i420(padded), region_bgr, np.ascontiguousarray(inner_crop(bgr, box, crop))
+def region_to_bgr(i420: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
+    """BGR uint8 of an even-aligned region (x0, y0, x1, y1) of an I420 picture (BT.601 limited range)."""
+    x0, y0, x1, y1 = region
+    y, u, v = planes(i420, i420.shape[1])
+    w, h = x1 - x0, y1 - y0
+    part = np.empty((h * 3 // 2, w), np.uint8)
+    py, pu, pv = planes(part, w)
+    py[:] = y[y0:y1, x0:x1]
+    pu[:] = u[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    pv[:] = v[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2]
+    return cv2.cvtColor(part, cv2.COLOR_YUV2BGR_I420)
 
 
-def prepare(index: int, bgr: np.ndarray, box: np.ndarray, crop: CropSpec) -> TemplateFrame:
-    i420, region_bgr, crop_image = prepare_parts(bgr, box, crop)
+def prepare_parts(i420: np.ndarray, bgr: np.ndarray, box: np.ndarray, crop: CropSpec
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A decoded template frame (I420 and ffmpeg's BGR of it, even sides) -> the I420, the box region in BGR
+    converted from the I420 (so that blending and converting back changes nothing the patch leaves alone),
+    and the UNet's crop from ffmpeg's BGR (the pixels OpenCV reads, as in training)."""
+    region = region_of(box)
+    return i420, region_to_bgr(i420, region), np.ascontiguousarray(inner_crop(bgr, box, crop))
+
+
+def prepare(index: int, i420: np.ndarray, bgr: np.ndarray, box: np.ndarray, crop: CropSpec) -> TemplateFrame:
+    i420, region_bgr, crop_image = prepare_parts(i420, bgr, box, crop)
     frame = TemplateFrame(index, i420, np.asarray(box), region_of(box), region_bgr, crop_image)
     for array in (frame.i420, frame.region_bgr, frame.crop):
         array.flags.writeable = False

@@ -25,7 +25,8 @@ def execute(plan: RenderPlan, runtime: Runtime, on_event: Callable[[RenderEvent]
     job, character = plan.job, plan.character
     emit(Started(job, plan.frames, str(plan.device), plan.notice))
     started = time.perf_counter()
-    options = PipelineOptions(device=plan.device, batch_size=plan.batch_size, blend=job.options.blend)
+    options = PipelineOptions(device=plan.device, batch_size=plan.batch_size, blend=job.options.blend,
+                              composite_threads=plan.composite_threads)
     writer = VideoWriter(plan.output, even(character.video.width), even(character.video.height), character.fps,
                          plan.audio.path, plan.encode, pix_fmt="yuv420p",
                          audio_format=(plan.audio.sample_rate, plan.audio.channels))

@@ -68,6 +68,7 @@ class RenderPlan:
     encode: EncodeSettings
     frames: int
     notice: str | None  # e.g. why `auto` runs on the CPU
+    composite_threads: int = 1
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import numpy as np
 from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, stream_audio
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import Blend, composite_i420, to_uint8
-from lipsync_cli.compositing.color_match import ColorMatcher
+from lipsync_cli.compositing.color_match import ColorMatcher, Measured, apply, measure
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
@@ -28,7 +29,7 @@ from lipsync_cli.frames.store import Template
 from lipsync_cli.frames.template import TemplateFrame
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
-from lipsync_cli.stages import BufferPool, regroup, threaded
+from lipsync_cli.stages import BufferPool, ordered_map, regroup, threaded
 
 if TYPE_CHECKING:
     from lipsync_cli.runtime import Runtime
@@ -40,6 +41,7 @@ class PipelineOptions:
     batch_size: int = 16
     blend: Blend = "match"
     chunk_samples: int = CHUNK_SAMPLES
+    composite_threads: int = 1
 
 
 @dataclass(frozen=True)
@@ -116,18 +118,38 @@ def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, 
         visuals.close()
 
 
-def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, blend: Blend,
+def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, options: PipelineOptions,
                pool: BufferPool | None) -> Iterator[np.ndarray]:
-    matcher = ColorMatcher() if blend == "match" else None
+    """Patches into frames, on `options.composite_threads` threads; only the colour match's smoothing runs
+    in order, between its measuring and its applying."""
+    matcher = ColorMatcher() if options.blend == "match" else None
+    blend = "feather" if options.blend == "match" else options.blend
+    workers = max(1, options.composite_threads)
+    executor = ThreadPoolExecutor(workers, thread_name_prefix="lipsync-composite") if workers > 1 else None
+    ahead = 2 * workers
+
+    def measured(item: tuple[TemplateFrame, np.ndarray]) -> tuple[TemplateFrame, np.ndarray, Measured | None]:
+        frame, patch = item
+        image = to_uint8(patch, character.input.color)
+        return frame, image, measure(image, frame.crop) if matcher is not None else None
+
+    def smoothed(stream: Iterator[tuple[TemplateFrame, np.ndarray, Measured | None]]) -> Iterator[tuple]:
+        for frame, image, facts in stream:
+            yield frame, image, facts, matcher.smooth(facts) if matcher is not None and facts is not None else None
+
+    def composited(item: tuple) -> np.ndarray:
+        frame, image, facts, correction = item
+        if facts is not None:
+            image = apply(facts, correction)
+        out = pool.take() if pool is not None else None
+        keep = character.protect_mask(frame.index, frame.region)
+        return composite_i420(frame, image, character.crop, blend, out, keep)
+
     try:
-        for frame, patch in items:
-            out = pool.take() if pool is not None else None
-            keep = character.protect_mask(frame.index, frame.region)
-            image = to_uint8(patch, character.input.color)
-            if matcher is not None:
-                image = matcher(image, frame.crop)
-            yield composite_i420(frame, image, character.crop, "feather" if blend == "match" else blend, out, keep)
+        yield from ordered_map(composited, smoothed(ordered_map(measured, items, executor, ahead)), executor, ahead)
     finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         close = getattr(items, "close", None)
         if close is not None:
             close()
@@ -148,7 +170,7 @@ def render_frames(character: Character, audio: AudioInfo, options: PipelineOptio
         unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record)
         generated = threaded(_generate(character, audio, options, encoder, unet, template, frames),
                              2 * options.batch_size, "lipsync-inference")
-        composited = threaded(_composite(generated, character, options.blend, pool), options.batch_size,
+        composited = threaded(_composite(generated, character, options, pool), options.batch_size,
                               "lipsync-composite")
         try:
             yield from composited

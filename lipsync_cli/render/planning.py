@@ -13,6 +13,8 @@ from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.characters.manifest import MANIFEST, Character
 from lipsync_cli.encoding.ffmpeg import check_encoder, check_not_an_input, check_output_path
 from lipsync_cli.errors import InputError
+from lipsync_cli.models.sessions import default_threads
+from lipsync_cli.render.cores import share_cores
 from lipsync_cli.render.jobs import MAX_BATCH, RenderJob, RenderPlan, as_blend, as_window_end, default_batch
 from lipsync_cli.render.pipeline import frame_count
 from lipsync_cli.runtime import Runtime
@@ -41,8 +43,9 @@ def check_options(job: RenderJob) -> None:
         as_window_end(options.window_end)
 
 
-def plan(job: RenderJob, runtime: Runtime) -> RenderPlan:
-    """Check `job` completely; raise an InputError naming the file or option at fault."""
+def plan(job: RenderJob, runtime: Runtime, renders: int = 1) -> RenderPlan:
+    """Check `job` completely; raise an InputError naming the file or option at fault. `renders`: how many
+    renders will run at once on its device (they share the cores)."""
     check_options(job)
     encode = job.options.encode.checked()
     audio = probe_audio(job.audio)
@@ -54,5 +57,8 @@ def plan(job: RenderJob, runtime: Runtime) -> RenderPlan:
     output = check_output_path(output, job.options.overwrite)
     check_encoder(encode)
     device, notice = runtime.resolve(job.options.device, (character.audio_encoder, character.model), character.name)
+    share = share_cores(device, default_threads(), renders)
+    if encode.codec == "libx264" and not encode.threads:
+        encode = replace(encode, threads=share.x264)
     return RenderPlan(job, character, audio, output, device, job.options.batch_size or default_batch(device),
-                      encode, frame_count(character, audio), notice)
+                      encode, frame_count(character, audio), notice, share.composite)
