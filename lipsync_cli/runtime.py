@@ -41,6 +41,7 @@ class RuntimeConfig:
     cache: bool = True  # the on-disk template cache
     cache_dir: Path | None = None  # default: <cache root>/templates
     threads: int | None = None  # onnxruntime threads per session (default: the cores this process may use)
+    io_binding: bool | None = None  # model inputs and outputs in buffers allocated once (default: on GPUs)
 
 
 def short_reason(reason: str) -> str:
@@ -111,6 +112,11 @@ class Runtime:
         except DeviceError as exc:
             return CPU, (f"running on the CPU (no usable GPU: {short_reason(str(exc).split(': ', 1)[-1])}; for an "
                          f"NVIDIA GPU: {CUDA_INSTALL})")
+
+    def bind_on(self, device: Device) -> Device | None:
+        """The device to bind a model's buffers on, or None to let onnxruntime allocate per call."""
+        wanted = device.is_cuda if self.config.io_binding is None else self.config.io_binding
+        return device if wanted else None
 
     # -- characters --------------------------------------------------------------------------------
     def character(self, name_or_path: str | Path) -> Character:

@@ -18,8 +18,10 @@ import soundfile as sf
 
 from lipsync_cli.audio.loading import CHUNK_SAMPLES, probe_audio
 from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.bench.in_flight import LEVELS, in_flight_fps
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import composite_i420, to_uint8
+from lipsync_cli.compositing.color_match import ColorMatcher
 from lipsync_cli.compositing.seam import seam_scores
 from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, ffmpeg_exe
 from lipsync_cli.encoding.yuv import even
@@ -28,7 +30,7 @@ from lipsync_cli.features.windows import FrameWindows
 from lipsync_cli.frames.crops import visual_input
 from lipsync_cli.frames.store import TemplateStore
 from lipsync_cli.frames.template import ping_pong
-from lipsync_cli.models.devices import DeviceRequest
+from lipsync_cli.models.devices import DeviceRequest, parse_device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.render import RenderJob, RenderOptions, default_batch, execute, plan
 from lipsync_cli.render.jobs import BLENDS
@@ -43,6 +45,7 @@ TARGETS = {
     "end to end": (50.0, None),
 }
 TRANSCODE_RATIO_TARGET = 1.25
+OVER_UNET_TARGET = 1.10  # end to end / UNet alone, for a model that costs more than the work around it
 
 
 @dataclass
@@ -94,6 +97,8 @@ class BenchReport:
     warm_render_seconds: float  # the second, in a fresh runtime: template read from the on-disk cache
     seam: dict = field(default_factory=dict)  # blend -> {"ring_difference", "boundary_step"} in levels
     parameters: dict = field(default_factory=dict)
+    in_flight_fps: dict = field(default_factory=dict)  # renders at once -> aggregate frames per second
+    io_binding: bool = False
 
     @property
     def fps(self) -> float:
@@ -111,11 +116,20 @@ class BenchReport:
     def warm_speedup(self) -> float:
         return self.cold_render_seconds / self.warm_render_seconds
 
+    def median(self, stage: str) -> float:
+        return next(s.median_ms for s in self.stages if s.name == stage)
+
+    @property
+    def over_unet(self) -> float:
+        """End to end per frame / the UNet alone per frame: 1.0 means the model is all that costs."""
+        return self.median("end to end") / self.median("UNet")
+
     def to_json(self) -> dict:
         data = asdict(self)
         data["stages"] = {s.name: s.to_dict(self.device) for s in self.stages}
         data.update(fps=self.fps, realtime=self.realtime, transcode_ratio=self.transcode_ratio,
-                    warm_speedup=self.warm_speedup,
+                    warm_speedup=self.warm_speedup, end_to_end_over_unet=self.over_unet,
+                    end_to_end_over_unet_target=OVER_UNET_TARGET,
                     transcode_ratio_target=TRANSCODE_RATIO_TARGET,
                     transcode_ratio_met=self.transcode_ratio <= TRANSCODE_RATIO_TARGET)
         return data
@@ -144,13 +158,20 @@ def transcode_seconds(template: Path, frames: int, settings: EncodeSettings, out
 
 def run_bench(character: Character, device: DeviceRequest, seconds: float, batch_size: int | None,
               threads: int | None = None, say: Callable[[str], None] = lambda s: None,
-              settings: EncodeSettings = EncodeSettings()) -> BenchReport:
+              settings: EncodeSettings = EncodeSettings(), in_flight: tuple[int, ...] = LEVELS,
+              io_binding: bool | None = None) -> BenchReport:
     """Time each stage, then whole renders: two in fresh runtimes sharing a fresh template cache (cold, then
-    warm), and the end-to-end figure from a third render in the warm runtime."""
+    warm), the end-to-end figure from a third render in the warm runtime, and the aggregate speed of
+    `in_flight` renders at once."""
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
-        config = RuntimeConfig(threads=threads, cache_dir=Path(tmp) / "templates")
+        config = RuntimeConfig(threads=threads, cache_dir=Path(tmp) / "templates", io_binding=io_binding)
         with Runtime(config) as runtime:
-            return _bench(runtime, Path(tmp), character, device, seconds, batch_size, say, settings.checked())
+            report = _bench(runtime, Path(tmp), character, device, seconds, batch_size, say, settings.checked())
+        if in_flight:
+            request = parse_device(report.device)  # where the stages ran, not `auto` again
+            report.in_flight_fps = in_flight_fps(config, Path(tmp), str(character.root), request,
+                                                 report.batch_size, min(seconds, 2.0), in_flight, say)
+        return report
 
 
 def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: DeviceRequest, seconds: float,
@@ -167,7 +188,7 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
 
     def whole_render(rt: Runtime, name: str, on_event=None):
         job = RenderJob(audio, str(character.root), tmp_path / name,
-                        RenderOptions(DeviceRequest(resolved.kind, resolved.index), batch_size, "feather", settings,
+                        RenderOptions(DeviceRequest(resolved.kind, resolved.index), batch_size, encode=settings,
                                       overwrite=True))
         return execute(plan(job, rt), rt, on_event)
 
@@ -179,8 +200,9 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
         warm = whole_render(fresh, "warm.mp4")
 
     with runtime.registry.lease(files, resolved, character.name) as lease:
-        encoder = AudioEncoder(lease.sessions[0], character.encoder_contract)
-        unet = MouthModel(lease.sessions[1], character.unet_contract)
+        bind_on = runtime.bind_on(resolved)
+        encoder = AudioEncoder(lease.sessions[0], character.encoder_contract, bind_on)
+        unet = MouthModel(lease.sessions[1], character.unet_contract, bind_on=bind_on)
         provider = lease.sessions[1].get_providers()[0]
         stages = _stages(tmp_path, character, encoder, unet, x, batch_size, settings, say)
 
@@ -198,7 +220,8 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
     return BenchReport(character.name, str(resolved), provider, character.layout, runtime.threads, batch_size,
                        n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}",
-                       stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed, seam)
+                       stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed, seam,
+                       io_binding=runtime.bind_on(resolved) is not None)
 
 
 def seam_by_blend(runtime: Runtime, character: Character, audio: Path, device, batch_size: int,
@@ -308,11 +331,13 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
     say("composite")
     comp_ms: list[float] = []
     rendered: list[np.ndarray] = []
+    matcher = ColorMatcher()  # the default blend, match: colours corrected, then feathered
     for i in range(frames):
         k = ping_pong(i, template.count)
-        patch = to_uint8(patches[i % len(patches)], character.input.color)
+        frame = template.frame(k)
         start = time.perf_counter()
-        out = composite_i420(template.frame(k), patch, character.crop, "feather")
+        patch = matcher(to_uint8(patches[i % len(patches)], character.input.color), frame.crop)
+        out = composite_i420(frame, patch, character.crop, "feather")
         comp_ms.append((time.perf_counter() - start) * 1000)
         if len(rendered) < 50:
             rendered.append(out)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lipsync_cli.bench.measure import TRANSCODE_RATIO_TARGET, run_bench
+from lipsync_cli.bench.measure import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET, run_bench
 from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
 from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.cli.common import Debug, console, err_console, run_reporting, settle_heap
@@ -44,6 +44,12 @@ def bench_command(
                                               min=2, max=500, help="Instead: render this many 1 s "
                                               "clips as one batch and as separate processes, and compare.",
                                               show_default=False)] = None,
+    io_binding: Annotated[str, typer.Option("--io-binding", metavar="auto|on|off",
+                                            help="Model buffers allocated once on the device (auto: on a "
+                                            "GPU).")] = "auto",
+    in_flight: Annotated[str, typer.Option("--in-flight", metavar="LIST",
+                                           help="Renders at once for the aggregate speed, e.g. 1,2,4; "
+                                           "'none' skips it.")] = "1,2,4",
     json_path: Annotated[Path | None, typer.Option("--json", metavar="FILE",
                                                    help="Also write the figures to this JSON file.",
                                                    show_default=False)] = None,
@@ -57,6 +63,10 @@ def bench_command(
         if model not in (None, "realistic"):
             raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
         request = parse_device(device)
+        levels = _levels(in_flight)
+        if io_binding not in ("auto", "on", "off"):
+            raise InputError(f"--io-binding must be auto, on or off, not {io_binding!r}", option="io-binding")
+        binding = None if io_binding == "auto" else io_binding == "on"
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         if batch is not None:
@@ -69,7 +79,8 @@ def bench_command(
         settle_heap()
         report = run_bench(char, request, seconds, batch_size, threads,
                            say=lambda s: err_console.print(f"[dim]timing {s}...[/]" if not s.startswith("note")
-                                                           else s, soft_wrap=True))
+                                                           else s, soft_wrap=True), in_flight=levels,
+                           io_binding=binding)
         if model == "realistic":
             report.parameters = dict(PARAMETERS)
         _print(report)
@@ -78,6 +89,19 @@ def bench_command(
             console.print(f"figures written to {json_path}")
 
     run_reporting(work, debug)
+
+
+def _levels(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("none", "0", ""):
+        return ()
+    try:
+        levels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        levels = ()
+    if not levels or not all(1 <= n <= 16 for n in levels):
+        raise InputError(f"--in-flight must be a list of 1 to 16 such as 1,2,4 (or none), not {text!r}",
+                         option="in-flight")
+    return levels
 
 
 def _verdict(met: bool | None) -> str:
@@ -101,13 +125,17 @@ def _print(report) -> None:
                   "repeats. The p10-p90 spread shows how noisy this machine is: compare figures of one run.",
                   soft_wrap=True)
     ratio_ok = report.transcode_ratio <= TRANSCODE_RATIO_TARGET
+    over_ok = report.over_unet <= OVER_UNET_TARGET
     lines = [
         f"end to end: {report.frames} frames ({report.seconds:.2f} s of audio, {report.frame_size}) in "
         f"{report.render_seconds:.2f} s = {report.fps:.1f} fps, {report.realtime:.2f}x real time",
+        f"UNet alone {report.median('UNet'):.2f} ms per frame ({1000 / report.median('UNet'):.1f} fps); end to end "
+        f"{report.median('end to end'):.2f} ms; end to end / UNet = {report.over_unet:.2f} (target <= "
+        f"{OVER_UNET_TARGET} where the model is the larger cost: {'met' if over_ok else 'not met'})",
         f"plain ffmpeg transcode of the same frames: {report.transcode_seconds:.2f} s; render / transcode = "
         f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
         f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
-        f"batch {report.batch_size}, audio layout {report.layout}",
+        f"batch {report.batch_size}, IO binding {'on' if report.io_binding else 'off'}, audio layout {report.layout}",
         f"first render {report.cold_render_seconds:.2f} s (template decoded), second render "
         f"{report.warm_render_seconds:.2f} s (template from the cache): {report.warm_speedup:.2f}x faster",
         f"peak memory of lipsync (ffmpeg not included): {report.peak_memory_mb:.0f} MB",
@@ -117,6 +145,9 @@ def _print(report) -> None:
                      "step across the patch edge beyond the template's own): " + "; ".join(
                          f"{blend} {s['ring_difference']:.2f} / {s['boundary_step']:+.2f}"
                          for blend, s in report.seam.items()))
+    if report.in_flight_fps:
+        lines.append("renders in flight on one device, aggregate: " + "; ".join(
+            f"{jobs} at once {fps:.1f} fps" for jobs, fps in report.in_flight_fps.items()))
     if report.parameters:
         lines.append("model parameters: " + ", ".join(f"{k} {v:,}" for k, v in report.parameters.items()))
     for line in lines:

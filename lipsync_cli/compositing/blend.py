@@ -25,8 +25,10 @@ FEATHER_FRACTION = 0.12  # of the patch side
 
 def to_uint8(patch: np.ndarray, color: str = "bgr") -> np.ndarray:
     """UNet output [3, h, w] in [0, 1] -> BGR uint8 [h, w, 3], rounded half to even, saturated."""
-    channels = [cv2.convertScaleAbs(np.maximum(np.asarray(c, np.float32), 0.0), alpha=255.0) for c in patch]
-    return cv2.merge(channels[::-1] if color == "rgb" else channels)
+    channels = [np.asarray(c, np.float32) for c in patch]
+    merged = cv2.merge(channels[::-1] if color == "rgb" else channels)
+    positive = cv2.threshold(merged, 0.0, 0.0, cv2.THRESH_TOZERO)[1]  # convertScaleAbs takes |x|
+    return cv2.convertScaleAbs(positive, alpha=255.0)
 
 
 @lru_cache(maxsize=8)
@@ -82,6 +84,17 @@ def blend_into(roi: np.ndarray, patch: np.ndarray, crop: CropSpec, blend: Blend)
     return changed
 
 
+@lru_cache(maxsize=64)
+def _region_changes(shape: tuple[int, int], box: tuple[int, int, int, int], crop: CropSpec, blend: Blend
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Where a patch blended into `box` changes a region of `shape`: pixels, and 2x2 blocks holding one."""
+    x1, y1, x2, y2 = box
+    changed = np.zeros(shape, bool)
+    changed[y1:y2, x1:x2] = box_alpha(x2 - x1, y2 - y1, crop, blend)[2]
+    blocks = np.asarray(changed.reshape(shape[0] // 2, 2, shape[1] // 2, 2).any(axis=(1, 3)))
+    return _frozen(changed, blocks)  # type: ignore[return-value]
+
+
 def composite(frame: np.ndarray, box: np.ndarray, patch: np.ndarray, crop: CropSpec, blend: Blend) -> np.ndarray:
     """A copy of `frame` with `patch` (BGR uint8 [inner, inner, 3]) blended into the box."""
     x1, y1, x2, y2 = (int(v) for v in box)
@@ -99,20 +112,21 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
     region's size) marks pixels that stay the template's (a protect mask).
     """
     x0, y0, x1, y1 = frame.region
-    bx1, by1, bx2, by2 = (int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
+    bx1, by1, bx2, by2 = box = tuple(int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
     region = frame.region_bgr.copy()
-    changed = np.zeros(region.shape[:2], bool)
-    changed[by1:by2, bx1:bx2] = blend_into(region[by1:by2, bx1:bx2], patch, crop, blend)
+    mode: Blend = "hard" if blend == "hard" else "feather"
+    blend_into(region[by1:by2, bx1:bx2], patch, crop, mode)
+    h, w = region.shape[:2]
+    changed, blocks = _region_changes((h, w), box, crop, mode)
     if keep is not None:
         np.copyto(region, frame.region_bgr, where=keep[:, :, None])
-        changed &= ~keep
+        changed = changed & ~keep
+        blocks = np.asarray(changed.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3)))
     converted = bgr_to_i420(region)
     if out is None:
         out = frame.i420.copy()
     else:
         np.copyto(out, frame.i420)
-    h, w = region.shape[:2]
-    blocks = changed.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3))
     for plane, part, s, where in zip(planes(out, frame.width), planes(converted, x1 - x0), (1, 2, 2),
                                      (changed, blocks, blocks), strict=True):
         np.copyto(plane[y0 // s : y1 // s, x0 // s : x1 // s], part, where=where)

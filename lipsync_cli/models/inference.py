@@ -1,4 +1,9 @@
-"""Run the audio encoder and the UNet on batches, whatever batch size the ONNX file allows."""
+"""Run the audio encoder and the UNet on batches, whatever batch size the ONNX file allows.
+
+With IO binding (the default on a GPU), every call has one batch shape (a short last batch is padded) and
+the inputs and the output live in buffers allocated once on the model's device: a call copies the inputs
+in and the output out, and onnxruntime allocates nothing.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,36 @@ import onnxruntime as ort
 
 from lipsync_cli.errors import InferenceError
 from lipsync_cli.models.contracts import FEATURES, EncoderContract, UNetContract
+from lipsync_cli.models.devices import Device
+
+
+class Bindings:
+    """A session's inputs and output bound to buffers on its device, for one set of input shapes."""
+
+    def __init__(self, session: ort.InferenceSession, device: Device, output: str, output_type: str,
+                 feeds: dict[str, np.ndarray], output_shape: tuple[int, ...]) -> None:
+        kind = "cuda" if device.is_cuda else "cpu"
+        self.on_host = not device.is_cuda
+        self.shapes = {name: (value.shape, value.dtype) for name, value in feeds.items()}
+        self.inputs = {name: ort.OrtValue.ortvalue_from_shape_and_type(list(value.shape), value.dtype, kind,
+                                                                       device.index)
+                       for name, value in feeds.items()}
+        self.output = ort.OrtValue.ortvalue_from_shape_and_type(list(output_shape), np.dtype(output_type), kind,
+                                                                device.index)
+        self.binding = session.io_binding()
+        for name, value in self.inputs.items():
+            self.binding.bind_ortvalue_input(name, value)
+        self.binding.bind_ortvalue_output(output, self.output)
+
+    def fits(self, feeds: dict[str, np.ndarray]) -> bool:
+        return {name: (value.shape, value.dtype) for name, value in feeds.items()} == self.shapes
+
+    def run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        for name, value in feeds.items():
+            self.inputs[name].update_inplace(value)
+        session.run_with_iobinding(self.binding)
+        out = self.output.numpy()  # a copy from a GPU; a view of the bound buffer on the CPU
+        return out.copy() if self.on_host else out
 
 
 class BatchedModel:
@@ -21,23 +56,36 @@ class BatchedModel:
 
     def __init__(self, session: ort.InferenceSession, path: Path, output: str, fixed_batch: int | None,
                  role: str, tail: tuple[int, ...], types: dict[str, str],
-                 on_run: Callable[[int, float], None] | None = None) -> None:
+                 on_run: Callable[[int, float], None] | None = None, bind_on: Device | None = None) -> None:
         self.session, self.path, self.output, self.fixed_batch = session, path, output, fixed_batch
         self.role, self.tail, self.types = role, tail, types
         self.on_run = on_run  # (items, seconds) after each call
         self.done = 0  # items processed so far: the frame number of the next batch's first item
+        self.bind_on = bind_on  # IO binding on this device
+        self._bindings: Bindings | None = None
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
+            if self.bind_on is not None:
+                return self._bound(feeds)
             return self.session.run([self.output], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
             detail = " ".join(str(exc).split())[:300]
             raise InferenceError(f"{self.path}: inference failed in the {self.role} at frame {self.done} "
                                  f"({detail})") from None
 
+    def _bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self._bindings is None or not self._bindings.fits(feeds):
+            n = len(next(iter(feeds.values())))
+            self._bindings = Bindings(self.session, self.bind_on or Device("cpu"), self.output,
+                                      self.types.get(self.output, "float32"), feeds, (n, *self.tail))
+        return self._bindings.run(self.session, feeds)
+
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         started = time.perf_counter()
         n = len(next(iter(feeds.values())))
+        if self.bind_on is not None and self.fixed_batch is None:
+            self.fixed_batch = n  # the first call's size: later calls are padded or split to it
         typed = {k: np.ascontiguousarray(v, dtype=self.types.get(k, "float32")) for k, v in feeds.items()}
         out = self._checked(self._batched(typed), n)
         self.done += n
@@ -79,9 +127,10 @@ class BatchedModel:
 
 
 class AudioEncoder(BatchedModel):
-    def __init__(self, session: ort.InferenceSession, contract: EncoderContract) -> None:
+    def __init__(self, session: ort.InferenceSession, contract: EncoderContract, bind_on: Device | None = None
+                 ) -> None:
         super().__init__(session, contract.path, contract.output, contract.fixed_batch, "audio encoder",
-                         (FEATURES,), contract.types)
+                         (FEATURES,), contract.types, bind_on=bind_on)
         self.input = contract.input
 
     def encode(self, windows: np.ndarray) -> np.ndarray:
@@ -91,9 +140,9 @@ class AudioEncoder(BatchedModel):
 
 class MouthModel(BatchedModel):
     def __init__(self, session: ort.InferenceSession, contract: UNetContract,
-                 on_run: Callable[[int, float], None] | None = None) -> None:
+                 on_run: Callable[[int, float], None] | None = None, bind_on: Device | None = None) -> None:
         super().__init__(session, contract.path, contract.output, contract.fixed_batch, "UNet",
-                         (3, contract.size, contract.size), contract.types, on_run)
+                         (3, contract.size, contract.size), contract.types, on_run, bind_on)
         self.visual, self.audio = contract.visual, contract.audio
 
     def generate(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:

@@ -166,8 +166,9 @@ def render_frames(character: Character, audio: AudioInfo, options: PipelineOptio
     with runtime.registry.lease(files, options.device, character.name) as lease, \
             runtime.templates.open(character) as template:
         encoder_session, unet_session = lease.sessions
-        encoder = AudioEncoder(encoder_session, character.encoder_contract)
-        unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record)
+        bind_on = runtime.bind_on(options.device)
+        encoder = AudioEncoder(encoder_session, character.encoder_contract, bind_on)
+        unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record, bind_on=bind_on)
         generated = threaded(_generate(character, audio, options, encoder, unet, template, frames),
                              2 * options.batch_size, "lipsync-inference")
         composited = threaded(_composite(generated, character, options, pool), options.batch_size,
