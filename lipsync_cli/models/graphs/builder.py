@@ -32,13 +32,13 @@ class Graph:
         self._count += 1
         return f"{hint}_{self._count}"
 
-    def input(self, name: str, shape: list) -> str:
-        self.inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    def input(self, name: str, shape: list, elem_type: int = TensorProto.FLOAT) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
 
-    def output(self, value: str, name: str, shape: list) -> str:
+    def output(self, value: str, name: str, shape: list, elem_type: int = TensorProto.FLOAT) -> str:
         self.nodes.append(helper.make_node("Identity", [value], [name]))
-        self.outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, shape))
         return name
 
     def const(self, array, hint: str = "c", parameter: bool = False) -> str:

@@ -1,0 +1,75 @@
+"""The shipped pre- and post-processing graphs: reproducible from the script, and on the CPU provider equal
+to the numpy path (the input exactly; the composited region within one level)."""
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from lipsync_cli.characters.manifest import CropSpec, InputSpec
+from lipsync_cli.compositing.blend import blend_into, feather_mask, to_uint8
+from lipsync_cli.encoding.yuv import bgr_to_i420, planes
+from lipsync_cli.frames.crops import visual_input
+from lipsync_cli.models.processing import COMPOSITE, PREPARE, composite_inputs, prepare_inputs
+
+from .conftest import REPO
+
+pytest.importorskip("onnx")
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_the_script_reproduces_the_shipped_graphs(tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "make_processing_graphs.py"), str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for path in (PREPARE, COMPOSITE):
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.parametrize("color", ["bgr", "rgb"])
+@pytest.mark.parametrize("order", [("reference", "masked"), ("masked", "reference")])
+def test_prepare_equals_the_numpy_input(color, order):
+    spec = InputSpec(channels=order, color=color, mask=(5, 7, 300, 290))
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 256, (3, 320, 320, 3), np.uint8)
+    visual = session(PREPARE).run(None, {"crops": crops, **prepare_inputs(spec, 320)})[0]
+    expected = np.stack([visual_input(c, spec) for c in crops])
+    assert visual.shape == (3, 6, 320, 320) and np.array_equal(visual, expected)
+
+
+CASES = [  # region (h, w), box in the region: an ordinary box, odd sizes, boxes touching the region's edges
+    ((242, 252), (1, 1, 251, 241)),
+    ((212, 176), (0, 0, 173, 211)),
+    ((390, 402), (1, 0, 402, 389)),
+    ((330, 330), (0, 1, 329, 328)),
+]
+
+
+@pytest.mark.parametrize("blend", ["feather", "hard"])
+@pytest.mark.parametrize("color", ["bgr", "rgb"])
+@pytest.mark.parametrize("shape, box", CASES)
+def test_composite_equals_the_numpy_path_within_a_level(blend, color, shape, box):
+    crop, spec = CropSpec(), InputSpec(color=color)
+    rng = np.random.default_rng(shape[0])
+    patches = np.stack([cv2.GaussianBlur(rng.random((320, 320, 3), np.float32), (7, 7), 0).transpose(2, 0, 1)
+                        for _ in range(2)]) * 1.1 - 0.05
+    region = cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), np.uint8), (5, 5), 0)
+    expected_region = region.copy()
+    x1, y1, x2, y2 = box
+    blend_into(expected_region[y1:y2, x1:x2], to_uint8(patches[1], color), crop, blend)
+    expected = planes(bgr_to_i420(expected_region), shape[1])
+    feeds = {"patches": patches.astype(np.float32), "index": np.array([1], np.int64), "region": region,
+             "box": np.array(box, np.int64),
+             **composite_inputs(spec, crop, feather_mask(crop.inner, blend), blend == "hard")}
+    got = session(COMPOSITE).run(None, feeds)
+    for plane, want in zip(got, expected, strict=True):
+        assert plane.dtype == np.uint8 and plane.shape == want.shape
+        assert np.abs(plane.astype(int) - want).max() <= 1
+        assert (plane != want).mean() < 0.005
+    assert not np.array_equal(got[0], planes(bgr_to_i420(region), shape[1])[0])  # the patch is in it
