@@ -42,6 +42,7 @@ class RuntimeConfig:
     cache_dir: Path | None = None  # default: <cache root>/templates
     threads: int | None = None  # onnxruntime threads per session (default: the cores this process may use)
     io_binding: bool | None = None  # model inputs and outputs in buffers allocated once (default: on GPUs)
+    device_processing: bool | None = None  # pre- and post-processing graphs beside the UNet (default: on GPUs)
 
 
 def short_reason(reason: str) -> str:
@@ -117,6 +118,10 @@ class Runtime:
         """The device to bind a model's buffers on, or None to let onnxruntime allocate per call."""
         wanted = device.is_cuda if self.config.io_binding is None else self.config.io_binding
         return device if wanted else None
+
+    def processes_on(self, device: Device) -> bool:
+        """Whether the crops' preparation and the compositing run as graphs on the UNet's device."""
+        return device.is_cuda if self.config.device_processing is None else self.config.device_processing
 
     # -- characters --------------------------------------------------------------------------------
     def character(self, name_or_path: str | Path) -> Character:

@@ -26,6 +26,9 @@ def check_report(path, frames):
                 "cold_render_seconds", "warm_render_seconds", "warm_speedup"):
         assert data[key] > 0, key
     assert data["stages"]["audio front end"]["samples"] >= 10  # repeated for a stable median
+    ratio = data["stages"]["end to end"]["median_ms"] / data["stages"]["UNet"]["median_ms"]
+    assert data["end_to_end_over_unet"] == pytest.approx(ratio)
+    assert data["io_binding"] is False and data["device_processing"] is False  # the CPU's defaults
     return data
 
 
@@ -36,7 +39,9 @@ def test_bench_alice_tiny(tmp_path):
     assert result.exit_code == 0, result.output + result.stderr
     data = check_report(out, 10)
     assert data["character"] == "alice" and data["layout"] == "per_frame"
+    assert set(data["in_flight_fps"]) == {"1", "2", "4"} and all(v > 0 for v in data["in_flight_fps"].values())
     assert "render / transcode" in result.output and "this project's goal" in result.output
+    assert "end to end / UNet" in result.output and "4 at once" in result.output
     assert "second render" in result.output
 
 
@@ -44,10 +49,10 @@ def test_bench_realistic_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "realistic.json"
     result = runner.invoke(app, ["bench", "--model", "realistic", "--device", "cpu", "--seconds", "0.2",
-                                 "--batch-size", "2", "--json", str(out)])
+                                 "--batch-size", "2", "--in-flight", "none", "--json", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     data = check_report(out, 5)
-    assert data["layout"] == "synctalk"
+    assert data["layout"] == "synctalk" and data["in_flight_fps"] == {}
     assert data["parameters"] == {"audio_encoder": 2_812_672, "unet": 12_186_935}
     assert "12,186,935" in result.output
 
@@ -79,3 +84,14 @@ def test_realistic_models_are_full_size():
     out = net.run(None, {"visual": np.random.rand(1, 6, 320, 320).astype(np.float32),
                          "audio": np.random.rand(1, 32, 16, 16).astype(np.float32)})[0]
     assert out.shape == (1, 3, 320, 320) and 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--in-flight", "1,x"], "--in-flight must be a list"),
+    (["--in-flight", "0,2"], "--in-flight must be a list"),
+    (["--io-binding", "yes"], "--io-binding must be auto, on or off"),
+    (["--device-graphs", "gpu"], "--device-graphs must be auto, on or off"),
+])
+def test_bench_refuses_bad_switches_before_work(args, message):
+    result = runner.invoke(app, ["bench", "--device", "cpu", *args])
+    assert result.exit_code == 2 and message in result.stderr and "timing" not in result.stderr

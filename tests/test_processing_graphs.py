@@ -9,13 +9,21 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lipsync_cli.characters.manifest import CropSpec, InputSpec
+from lipsync_cli.audio.loading import probe_audio
+from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.characters.manifest import CropSpec, InputSpec, load_character
 from lipsync_cli.compositing.blend import blend_into, feather_mask, to_uint8
 from lipsync_cli.encoding.yuv import bgr_to_i420, planes
+from lipsync_cli.errors import InferenceError
 from lipsync_cli.frames.crops import visual_input
+from lipsync_cli.models.device_chain import chain_supports
+from lipsync_cli.models.devices import CPU
 from lipsync_cli.models.processing import COMPOSITE, PREPARE, composite_inputs, prepare_inputs
+from lipsync_cli.render.pipeline import PipelineOptions, render_frames
+from lipsync_cli.runtime import Runtime, RuntimeConfig
 
-from .conftest import REPO
+from .conftest import ALICE, REPO
+from .models import float16, load, nan_output, save_into
 
 pytest.importorskip("onnx")
 
@@ -67,9 +75,68 @@ def test_composite_equals_the_numpy_path_within_a_level(blend, color, shape, box
     feeds = {"patches": patches.astype(np.float32), "index": np.array([1], np.int64), "region": region,
              "box": np.array(box, np.int64),
              **composite_inputs(spec, crop, feather_mask(crop.inner, blend), blend == "hard")}
-    got = session(COMPOSITE).run(None, feeds)
+    *got, nonfinite = session(COMPOSITE).run(None, feeds)
+    assert nonfinite.tolist() == [0]
     for plane, want in zip(got, expected, strict=True):
         assert plane.dtype == np.uint8 and plane.shape == want.shape
         assert np.abs(plane.astype(int) - want).max() <= 1
         assert (plane != want).mean() < 0.005
     assert not np.array_equal(got[0], planes(bgr_to_i420(region), shape[1])[0])  # the patch is in it
+
+
+def test_composite_counts_the_patch_nonfinite_values():
+    crop, spec = CropSpec(), InputSpec()
+    patches = np.full((2, 3, 320, 320), 0.5, np.float32)
+    patches[1, 0, 5, 5:9] = np.nan
+    patches[1, 2, 0, 0] = np.inf
+    patches[0, 1, 0, 0] = np.nan  # another frame's
+    feeds = {"patches": patches, "index": np.array([1], np.int64), "region": np.zeros((250, 250, 3), np.uint8),
+             "box": np.array([0, 0, 250, 250], np.int64),
+             **composite_inputs(spec, crop, feather_mask(crop.inner, "feather"), False)}
+    assert session(COMPOSITE).run(["nonfinite"], feeds)[0].tolist() == [5]
+
+
+def render_with(alice_like, audio, blend, device_processing):
+
+    config = RuntimeConfig(devices="cpu", device_processing=device_processing)
+    with Runtime(config) as runtime:
+        assert runtime.processes_on(CPU) is device_processing
+        frames = render_frames(alice_like, probe_audio(audio), PipelineOptions(device=CPU, batch_size=4, blend=blend),
+                               runtime)
+        try:
+            return [f.copy() for f in frames]
+        finally:
+            frames.close()
+
+
+@pytest.mark.parametrize("blend", ["feather", "hard", "match"])
+def test_renders_through_the_graphs_equal_the_numpy_path(alice, write_audio, blend):
+
+    audio = write_audio(speech_like(0.5), 16000)  # 13 frames: batches of 4 and a padded last one
+    host, device = render_with(alice, audio, blend, False), render_with(alice, audio, blend, True)
+    assert len(host) == len(device) == 13
+    for a, b in zip(host, device, strict=True):
+        assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-4
+    if blend == "match":  # the colour match runs on the host: only the input was made by the graph
+        assert all(np.array_equal(a, b) for a, b in zip(host, device, strict=True))
+
+
+def copy_with_unet(folder, model):
+    folder.mkdir()
+    for name in ("character.toml", "template.mp4", "boxes.npy", "audio_encoder.onnx"):
+        (folder / name).write_bytes((ALICE / name).read_bytes())
+    save_into(folder, "unet", model)
+    return load_character(folder)
+
+
+def test_a_nan_patch_is_caught_on_the_device_path(tmp_path, write_audio):
+    character = copy_with_unet(tmp_path / "nan", nan_output(load("unet")))
+    audio = write_audio(speech_like(0.3), 16000)
+    for blend in ("feather", "match"):
+        with pytest.raises(InferenceError, match=r"model_best.onnx: the UNet produced NaN.* at frame 0"):
+            render_with(character, audio, blend, True)
+
+
+def test_float16_models_keep_the_host_path(tmp_path, alice):
+    assert chain_supports(alice)
+    assert not chain_supports(copy_with_unet(tmp_path / "half", float16(load("unet"))))

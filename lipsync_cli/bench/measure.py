@@ -99,6 +99,7 @@ class BenchReport:
     parameters: dict = field(default_factory=dict)
     in_flight_fps: dict = field(default_factory=dict)  # renders at once -> aggregate frames per second
     io_binding: bool = False
+    device_processing: bool = False
 
     @property
     def fps(self) -> float:
@@ -159,12 +160,13 @@ def transcode_seconds(template: Path, frames: int, settings: EncodeSettings, out
 def run_bench(character: Character, device: DeviceRequest, seconds: float, batch_size: int | None,
               threads: int | None = None, say: Callable[[str], None] = lambda s: None,
               settings: EncodeSettings = EncodeSettings(), in_flight: tuple[int, ...] = LEVELS,
-              io_binding: bool | None = None) -> BenchReport:
+              io_binding: bool | None = None, device_processing: bool | None = None) -> BenchReport:
     """Time each stage, then whole renders: two in fresh runtimes sharing a fresh template cache (cold, then
     warm), the end-to-end figure from a third render in the warm runtime, and the aggregate speed of
     `in_flight` renders at once."""
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
-        config = RuntimeConfig(threads=threads, cache_dir=Path(tmp) / "templates", io_binding=io_binding)
+        config = RuntimeConfig(threads=threads, cache_dir=Path(tmp) / "templates", io_binding=io_binding,
+                               device_processing=device_processing)
         with Runtime(config) as runtime:
             report = _bench(runtime, Path(tmp), character, device, seconds, batch_size, say, settings.checked())
         if in_flight:
@@ -221,7 +223,8 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
     return BenchReport(character.name, str(resolved), provider, character.layout, runtime.threads, batch_size,
                        n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}",
                        stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed, seam,
-                       io_binding=runtime.bind_on(resolved) is not None)
+                       io_binding=runtime.bind_on(resolved) is not None,
+                       device_processing=runtime.processes_on(resolved))
 
 
 def seam_by_blend(runtime: Runtime, character: Character, audio: Path, device, batch_size: int,

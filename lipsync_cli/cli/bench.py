@@ -47,6 +47,9 @@ def bench_command(
     io_binding: Annotated[str, typer.Option("--io-binding", metavar="auto|on|off",
                                             help="Model buffers allocated once on the device (auto: on a "
                                             "GPU).")] = "auto",
+    device_graphs: Annotated[str, typer.Option("--device-graphs", metavar="auto|on|off",
+                                               help="Crops prepared and patches composited by ONNX graphs "
+                                               "on the model's device (auto: on a GPU).")] = "auto",
     in_flight: Annotated[str, typer.Option("--in-flight", metavar="LIST",
                                            help="Renders at once for the aggregate speed, e.g. 1,2,4; "
                                            "'none' skips it.")] = "1,2,4",
@@ -64,9 +67,7 @@ def bench_command(
             raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
         request = parse_device(device)
         levels = _levels(in_flight)
-        if io_binding not in ("auto", "on", "off"):
-            raise InputError(f"--io-binding must be auto, on or off, not {io_binding!r}", option="io-binding")
-        binding = None if io_binding == "auto" else io_binding == "on"
+        binding, graphs = _switch(io_binding, "io-binding"), _switch(device_graphs, "device-graphs")
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         if batch is not None:
@@ -80,7 +81,7 @@ def bench_command(
         report = run_bench(char, request, seconds, batch_size, threads,
                            say=lambda s: err_console.print(f"[dim]timing {s}...[/]" if not s.startswith("note")
                                                            else s, soft_wrap=True), in_flight=levels,
-                           io_binding=binding)
+                           io_binding=binding, device_processing=graphs)
         if model == "realistic":
             report.parameters = dict(PARAMETERS)
         _print(report)
@@ -89,6 +90,12 @@ def bench_command(
             console.print(f"figures written to {json_path}")
 
     run_reporting(work, debug)
+
+
+def _switch(value: str, option: str) -> bool | None:
+    if value not in ("auto", "on", "off"):
+        raise InputError(f"--{option} must be auto, on or off, not {value!r}", option=option)
+    return None if value == "auto" else value == "on"
 
 
 def _levels(text: str) -> tuple[int, ...]:
@@ -135,7 +142,8 @@ def _print(report) -> None:
         f"plain ffmpeg transcode of the same frames: {report.transcode_seconds:.2f} s; render / transcode = "
         f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
         f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
-        f"batch {report.batch_size}, IO binding {'on' if report.io_binding else 'off'}, audio layout {report.layout}",
+        f"batch {report.batch_size}, IO binding {'on' if report.io_binding else 'off'}, device graphs "
+        f"{'on' if report.device_processing else 'off'}, audio layout {report.layout}",
         f"first render {report.cold_render_seconds:.2f} s (template decoded), second render "
         f"{report.warm_render_seconds:.2f} s (template from the cache): {report.warm_speedup:.2f}x faster",
         f"peak memory of lipsync (ffmpeg not included): {report.peak_memory_mb:.0f} MB",

@@ -122,12 +122,25 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
         np.copyto(region, frame.region_bgr, where=keep[:, :, None])
         changed = changed & ~keep
         blocks = np.asarray(changed.reshape(h // 2, 2, w // 2, 2).any(axis=(1, 3)))
-    converted = bgr_to_i420(region)
+    return write_region(frame, planes(bgr_to_i420(region), w), changed, blocks, out)
+
+
+def region_changes(frame: TemplateFrame, crop: CropSpec, blend: Blend) -> tuple[np.ndarray, np.ndarray]:
+    """Where a patch changes a frame's box region: pixels, and the 2x2 blocks holding one."""
+    x0, y0, x1, y1 = frame.region
+    box = tuple(int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
+    return _region_changes((y1 - y0, x1 - x0), box, crop, "hard" if blend == "hard" else "feather")
+
+
+def write_region(frame: TemplateFrame, region: tuple[np.ndarray, np.ndarray, np.ndarray], changed: np.ndarray,
+                 blocks: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The template frame's I420 with the region's planes (Y, U, V) written where the patch changed it."""
     if out is None:
         out = frame.i420.copy()
     else:
         np.copyto(out, frame.i420)
-    for plane, part, s, where in zip(planes(out, frame.width), planes(converted, x1 - x0), (1, 2, 2),
-                                     (changed, blocks, blocks), strict=True):
+    x0, y0, x1, y1 = frame.region
+    for plane, part, s, where in zip(planes(out, frame.width), region, (1, 2, 2), (changed, blocks, blocks),
+                                     strict=True):
         np.copyto(plane[y0 // s : y1 // s, x0 // s : x1 // s], part, where=where)
     return out

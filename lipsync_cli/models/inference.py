@@ -64,15 +64,17 @@ class BatchedModel:
         self.bind_on = bind_on  # IO binding on this device
         self._bindings: Bindings | None = None
 
+    def failure(self, exc: Exception) -> InferenceError:
+        detail = " ".join(str(exc).split())[:300]
+        return InferenceError(f"{self.path}: inference failed in the {self.role} at frame {self.done} ({detail})")
+
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
             if self.bind_on is not None:
                 return self._bound(feeds)
             return self.session.run([self.output], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
-            detail = " ".join(str(exc).split())[:300]
-            raise InferenceError(f"{self.path}: inference failed in the {self.role} at frame {self.done} "
-                                 f"({detail})") from None
+            raise self.failure(exc) from None
 
     def _bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if self._bindings is None or not self._bindings.fits(feeds):
@@ -87,25 +89,27 @@ class BatchedModel:
         if self.bind_on is not None and self.fixed_batch is None:
             self.fixed_batch = n  # the first call's size: later calls are padded or split to it
         typed = {k: np.ascontiguousarray(v, dtype=self.types.get(k, "float32")) for k, v in feeds.items()}
-        out = self._checked(self._batched(typed), n)
+        out = self.check(self._batched(typed), n)
         self.done += n
         if self.on_run is not None:
             self.on_run(n, time.perf_counter() - started)
         return out
 
-    def _checked(self, out: object, n: int) -> np.ndarray:
+    def check(self, out: object, n: int, first: int | None = None) -> np.ndarray:
+        """`out` for n items from item `first` (default: the next) if it keeps the contract, as float32."""
+        first = self.done if first is None else first
         declared = f"[N, {', '.join(map(str, self.tail))}]"
         if not isinstance(out, np.ndarray) or out.dtype not in (np.float32, np.float16):
             kind = getattr(out, "dtype", type(out).__name__)
             raise InferenceError(f"{self.path}: the {self.role} returned {kind} values, not float32 or float16")
         if out.shape != (n, *self.tail):
             raise InferenceError(f"{self.path}: the {self.role} declares its output {declared} but returned "
-                                 f"{list(out.shape)} for {n} frames (from frame {self.done})")
+                                 f"{list(out.shape)} for {n} frames (from frame {first})")
         if not np.isfinite(out.sum(dtype=np.float64)):
             finite = np.isfinite(out.reshape(n, -1))
             bad = int(np.flatnonzero(~finite.all(axis=1))[0])
             what = "NaN" if np.isnan(out[bad]).any() else "infinite values"
-            raise InferenceError(f"{self.path}: the {self.role} produced {what} at frame {self.done + bad}")
+            raise InferenceError(f"{self.path}: the {self.role} produced {what} at frame {first + bad}")
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def _batched(self, feeds: dict[str, np.ndarray]) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,16 +20,18 @@ import numpy as np
 
 from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, stream_audio
 from lipsync_cli.characters.manifest import Character
-from lipsync_cli.compositing.blend import Blend, composite_i420, to_uint8
-from lipsync_cli.compositing.color_match import ColorMatcher, Measured, apply, measure
+from lipsync_cli.compositing.blend import Blend, composite_i420, region_changes, to_uint8, write_region
+from lipsync_cli.compositing.color_match import ColorMatcher, apply, measure
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
 from lipsync_cli.frames.crops import fill_visual_input
 from lipsync_cli.frames.store import Template
 from lipsync_cli.frames.template import TemplateFrame
+from lipsync_cli.models.device_chain import DeviceChain, RegionPlanes, chain_supports
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
+from lipsync_cli.models.processing import COMPOSITE, PREPARE
 from lipsync_cli.stages import BufferPool, ordered_map, regroup, threaded
 
 if TYPE_CHECKING:
@@ -99,8 +102,18 @@ def visual_batches(character: Character, template: Template, frames: int, batch_
         yield _VisualBatch(batch, buffer[:count], buffer)
 
 
+def crop_batches(character: Character, template: Template, frames: int, batch_size: int,
+                 stop: threading.Event | None = None) -> Iterator[tuple[list[TemplateFrame], np.ndarray]]:
+    """The template frames and their uint8 crops [n, inner, inner, 3], in batches (for the device chain)."""
+    for first in range(0, frames, batch_size):
+        last = min(frames, first + batch_size)
+        batch = [template.frame(character.template_index(i), stop) for i in range(first, last)]
+        yield batch, np.stack([frame.crop for frame in batch])
+
+
 def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, encoder: AudioEncoder,
-              unet: MouthModel, template: Template, frames: int) -> Iterator[tuple[TemplateFrame, np.ndarray]]:
+              unet: MouthModel, template: Template, frames: int
+              ) -> Iterator[tuple[TemplateFrame, np.ndarray | RegionPlanes]]:
     inner = character.crop.inner
     pool = BufferPool((options.batch_size, 6, inner, inner), np.float32)
     stop = threading.Event()
@@ -118,8 +131,28 @@ def _generate(character: Character, audio: AudioInfo, options: PipelineOptions, 
         visuals.close()
 
 
-def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Character, options: PipelineOptions,
-               pool: BufferPool | None) -> Iterator[np.ndarray]:
+def _generate_on_device(character: Character, audio: AudioInfo, options: PipelineOptions, encoder: AudioEncoder,
+                        chain: DeviceChain, template: Template, frames: int
+                        ) -> Iterator[tuple[TemplateFrame, np.ndarray | RegionPlanes]]:
+    stop = threading.Event()
+    crops = threaded(crop_batches(character, template, frames, chain.batch, stop), 2, "lipsync-crops", stop)
+    try:
+        for features in regroup(audio_features(character, audio, encoder, options), chain.batch):
+            batch, images = next(crops)
+            if len(batch) != len(features):
+                raise AssertionError(f"crop batch of {len(batch)} for {len(features)} audio features")
+            chain.run(images, features)
+            if chain.blends_here:
+                for j, frame in enumerate(batch):
+                    yield frame, chain.region_planes(j, frame)
+            else:
+                yield from zip(batch, chain.patches_on_host(), strict=True)
+    finally:
+        crops.close()
+
+
+def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray | RegionPlanes]], character: Character,
+               options: PipelineOptions, pool: BufferPool | None) -> Iterator[np.ndarray]:
     """Patches into frames, on `options.composite_threads` threads; only the colour match's smoothing runs
     in order, between its measuring and its applying."""
     matcher = ColorMatcher() if options.blend == "match" else None
@@ -128,20 +161,25 @@ def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray]], character: Cha
     executor = ThreadPoolExecutor(workers, thread_name_prefix="lipsync-composite") if workers > 1 else None
     ahead = 2 * workers
 
-    def measured(item: tuple[TemplateFrame, np.ndarray]) -> tuple[TemplateFrame, np.ndarray, Measured | None]:
+    def measured(item: tuple[TemplateFrame, np.ndarray | RegionPlanes]) -> tuple:
         frame, patch = item
+        if isinstance(patch, RegionPlanes):
+            return frame, patch, None
         image = to_uint8(patch, character.input.color)
         return frame, image, measure(image, frame.crop) if matcher is not None else None
 
-    def smoothed(stream: Iterator[tuple[TemplateFrame, np.ndarray, Measured | None]]) -> Iterator[tuple]:
+    def smoothed(stream: Iterator[tuple]) -> Iterator[tuple]:
         for frame, image, facts in stream:
             yield frame, image, facts, matcher.smooth(facts) if matcher is not None and facts is not None else None
 
     def composited(item: tuple) -> np.ndarray:
         frame, image, facts, correction = item
+        out = pool.take() if pool is not None else None
+        if isinstance(image, RegionPlanes):  # blended on the device (never with a protect mask)
+            return write_region(frame, (image.y, image.u, image.v), *region_changes(frame, character.crop, blend),
+                                out)
         if facts is not None:
             image = apply(facts, correction)
-        out = pool.take() if pool is not None else None
         keep = character.protect_mask(frame.index, frame.region)
         return composite_i420(frame, image, character.crop, blend, out, keep)
 
@@ -163,14 +201,21 @@ def render_frames(character: Character, audio: AudioInfo, options: PipelineOptio
     taken from it, and the caller may give each back once it is done with it."""
     frames = frame_count(character, audio)
     files = (character.audio_encoder, character.model)
-    with runtime.registry.lease(files, options.device, character.name) as lease, \
-            runtime.templates.open(character) as template:
+    with ExitStack() as stack:
+        lease = stack.enter_context(runtime.registry.lease(files, options.device, character.name))
+        template = stack.enter_context(runtime.templates.open(character))
         encoder_session, unet_session = lease.sessions
         bind_on = runtime.bind_on(options.device)
         encoder = AudioEncoder(encoder_session, character.encoder_contract, bind_on)
         unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record, bind_on=bind_on)
-        generated = threaded(_generate(character, audio, options, encoder, unet, template, frames),
-                             2 * options.batch_size, "lipsync-inference")
+        if runtime.processes_on(options.device) and chain_supports(character):
+            graphs = stack.enter_context(runtime.registry.lease((PREPARE, COMPOSITE), options.device, "processing"))
+            prepare, composite = graphs.sessions
+            chain = DeviceChain(unet, prepare, composite, character, options.device, options.batch_size, options.blend)
+            source = _generate_on_device(character, audio, options, encoder, chain, template, frames)
+        else:
+            source = _generate(character, audio, options, encoder, unet, template, frames)
+        generated = threaded(source, 2 * options.batch_size, "lipsync-inference")
         composited = threaded(_composite(generated, character, options, pool), options.batch_size,
                               "lipsync-composite")
         try:

@@ -10,7 +10,8 @@ composite: patches float [N, 3, S, S] (the UNet's output), index int64 [1], colo
            pads int64 [8] (the crop border), alpha float [1, 1, S, S] (feather or ones), hard float [1]
            -> y uint8 [h, w], u and v uint8 [h/2, w/2]: patch `index` rounded to uint8, padded by its edge,
            resized (cubic) into the box, blended, and the region converted to I420 as encoding/yuv.py does
-           (compositing/blend.py's numbers, within a level).
+           (compositing/blend.py's numbers, within a level); and nonfinite int64 [1], the patch's count of
+           NaN and infinite values (a model that breaks at run time must not pass unseen).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def composite_graph() -> Graph:
     hard = g.input("hard", [1])
 
     patch = g.op("Gather", g.op("Gather", patches, index, axis=0), colors, axis=1)
+    nonfinite = g.op("ReduceSum", g.op("Cast", g.op("Or", g.op("IsNaN", patch), g.op("IsInf", patch)),
+                                       to=TensorProto.INT64), keepdims=1)
+    nonfinite = g.op("Reshape", nonfinite, g.const(np.array([1], np.int64)))
     patch = _round_clip(g, g.op("Mul", patch, g.const(np.float32(255))))
     padded = g.op("Pad", patch, pads, mode="edge")
     x1, y1, x2, y2 = (_scalar(g, box, i) for i in range(4))
@@ -119,6 +123,7 @@ def composite_graph() -> Graph:
     g.output(as_plane(y), "y", ["h", "w"], TensorProto.UINT8)
     g.output(as_plane(chroma(sb, _CB)), "u", ["h2", "w2"], TensorProto.UINT8)
     g.output(as_plane(chroma(sr, _CR)), "v", ["h2", "w2"], TensorProto.UINT8)
+    g.output(nonfinite, "nonfinite", [1], TensorProto.INT64)
     return g
 
 
