@@ -21,7 +21,7 @@ from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.bench.in_flight import LEVELS, in_flight_fps
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import composite_i420, to_uint8
-from lipsync_cli.compositing.color_match import ColorMatcher
+from lipsync_cli.compositing.color_match import ColorMatcher, apply, measure
 from lipsync_cli.compositing.seam import seam_scores
 from lipsync_cli.encoding.ffmpeg import EncodeSettings, VideoWriter, ffmpeg_exe
 from lipsync_cli.encoding.yuv import even
@@ -339,7 +339,8 @@ def _stages(tmp_path: Path, character: Character, encoder: AudioEncoder, unet: M
         k = ping_pong(i, template.count)
         frame = template.frame(k)
         start = time.perf_counter()
-        patch = matcher(to_uint8(patches[i % len(patches)], character.input.color), frame.crop)
+        measured = measure(to_uint8(patches[i % len(patches)], character.input.color), frame.ring)
+        patch = apply(measured, matcher.smooth(measured))
         out = composite_i420(frame, patch, character.crop, "feather")
         comp_ms.append((time.perf_counter() - start) * 1000)
         if len(rendered) < 50:

@@ -54,10 +54,16 @@ class Measured:
     stats: np.ndarray  # patch mean [3], template mean [3], gain [3]
 
 
-def measure(patch: np.ndarray, reference: np.ndarray) -> Measured:
-    """The statistics of `patch` (BGR uint8 [s, s, 3]) and of `reference`, the template crop it came from."""
+def crop_ring(crop: np.ndarray) -> np.ndarray:
+    """float64 [6]: mean and standard deviation of a template crop's ring in Lab (kept with the frame)."""
+    return np.concatenate(ring_stats(_lab(crop)))
+
+
+def measure(patch: np.ndarray, reference_ring: np.ndarray) -> Measured:
+    """The statistics of `patch` (BGR uint8 [s, s, 3]) beside those of the template crop it came from."""
     lab = _lab(patch)
-    (p_mean, p_std), (t_mean, t_std) = ring_stats(lab), ring_stats(_lab(reference))
+    p_mean, p_std = ring_stats(lab)
+    t_mean, t_std = reference_ring[:3], reference_ring[3:]
     gain = np.clip((t_std + 1e-3) / (p_std + 1e-3), *GAIN_LIMITS)
     return Measured(lab, np.concatenate([p_mean, t_mean, gain]))
 
@@ -84,5 +90,5 @@ class ColorMatcher:
 
     def __call__(self, patch: np.ndarray, reference: np.ndarray) -> np.ndarray:
         """`patch` (BGR uint8 [s, s, 3]) with its colours matched to `reference`, the template crop."""
-        measured = measure(patch, reference)
+        measured = measure(patch, crop_ring(reference))
         return apply(measured, self.smooth(measured))

@@ -2,9 +2,10 @@
 
     [4096-byte header: magic + JSON]  [record 0] ... [record n-1]  [n uint32 CRC-32s]
 
-A record holds a frame's I420 picture, its UNet crop and its box region in BGR, and is padded to whole
-pages, so that one record's pages can be dropped from this process's resident set (`madvise`) when the
-frame leaves the in-memory LRU; the page cache keeps them for the next read. The header names the key the
+A record holds a frame's I420 picture, its UNet crop, its box region in BGR and the colour statistics of
+the crop's outer ring (6 float64, for the colour match), and is padded to whole pages, so that one
+record's pages can be dropped from this process's resident set (`madvise`) when the frame leaves the
+in-memory LRU; the page cache keeps them for the next read. The header names the key the
 entry was made for and how many leading records are valid (a render that stopped early publishes the
 frames it prepared). An entry is written under a private temporary name and renamed into place, so
 readers only ever see whole entries; a record's CRC is checked the first time it is read, so a truncated,
@@ -24,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"LIPSYNC-TEMPLATE\n"
-FORMAT = 2  # 2: the I420 picture as decoded, not a BGR round trip of it
+FORMAT = 3  # 2: the I420 picture as decoded, not a BGR round trip of it; 3: the ring statistics
+RING_BYTES = 6 * 8
 HEADER = 4096
 PAGE = mmap.PAGESIZE
 
@@ -54,7 +56,11 @@ class Layout:
 
     @property
     def record_bytes(self) -> int:
-        return _pages(self.i420_bytes + self.crop_bytes + self.region_height * self.region_width * 3)
+        return _pages(self.i420_bytes + self.crop_bytes + self.region_bytes + RING_BYTES)
+
+    @property
+    def region_bytes(self) -> int:
+        return self.region_height * self.region_width * 3
 
     @property
     def file_bytes(self) -> int:
@@ -75,6 +81,7 @@ class Record:
     i420: np.ndarray
     crop: np.ndarray
     region: np.ndarray  # the region's full slot, flat; the caller reshapes the part its box uses
+    ring: np.ndarray  # float64 [6]: the crop's ring statistics
 
 
 def _views(buffer, layout: Layout, k: int) -> Record:
@@ -83,8 +90,9 @@ def _views(buffer, layout: Layout, k: int) -> Record:
     crop = np.frombuffer(buffer, np.uint8, layout.crop_bytes, base + layout.i420_bytes)
     crop = crop.reshape(layout.inner, layout.inner, 3)
     start = base + layout.i420_bytes + layout.crop_bytes
-    region = np.frombuffer(buffer, np.uint8, layout.region_height * layout.region_width * 3, start)
-    return Record(i420, crop, region)
+    region = np.frombuffer(buffer, np.uint8, layout.region_bytes, start)
+    ring = np.frombuffer(buffer, "<f8", 6, start + layout.region_bytes)
+    return Record(i420, crop, region, ring)
 
 
 class MappedEntry:
@@ -173,13 +181,16 @@ class EntryWriter:
             self.discard()
             raise
 
-    def append(self, i420: np.ndarray, crop: np.ndarray, region: np.ndarray) -> None:
+    def append(self, i420: np.ndarray, crop: np.ndarray, region: np.ndarray, ring: np.ndarray) -> None:
         record = bytearray(self.layout.record_bytes)
-        parts = [np.ascontiguousarray(a).reshape(-1) for a in (i420, crop, region)]
+        region_slot = np.zeros(self.layout.region_bytes, np.uint8)
+        region_slot[: region.size] = np.ascontiguousarray(region).reshape(-1)
+        parts = [np.ascontiguousarray(i420).reshape(-1), np.ascontiguousarray(crop).reshape(-1), region_slot,
+                 np.asarray(ring, "<f8")]
         at = 0
         for part in parts:
-            record[at : at + part.size] = part.tobytes()
-            at += part.size
+            record[at : at + part.nbytes] = part.tobytes()
+            at += part.nbytes
         os.pwrite(self.fd, record, self.layout.offset(self.written))
         self.crcs[self.written] = zlib.crc32(record)
         self.written += 1

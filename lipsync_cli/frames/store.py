@@ -83,7 +83,7 @@ class _State:
         box = self.boxes[k]
         x0, y0, x1, y1 = region_of(box)
         region = record.region[: (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, x1 - x0, 3)
-        return TemplateFrame(k, record.i420, np.asarray(box), (x0, y0, x1, y1), region, record.crop)
+        return TemplateFrame(k, record.i420, np.asarray(box), (x0, y0, x1, y1), region, record.crop, record.ring)
 
     def _discard(self) -> None:
         """Forget a corrupt entry: its file is removed, and the frames are prepared again."""
@@ -149,17 +149,17 @@ class _State:
                 raise RenderError(f"{self.path}: only {n} of {self.layout.frames} frames could be decoded"
                                   + (f" ({why})" if why else ""))
             self.store.count_decode(self.key)
-            i420, region, crop = prepare_parts(*decoded, self.boxes[n], self.crop)
+            i420, region, crop, ring = prepare_parts(*decoded, self.boxes[n], self.crop)
             if self.memory is not None:
                 self.memory[n] = TemplateFrame(n, i420, np.asarray(self.boxes[n]), region_of(self.boxes[n]),
-                                               region, crop)
+                                               region, crop, ring)
                 continue
             assert self.writer is not None
             try:
-                self.writer.append(i420, crop, region)
+                self.writer.append(i420, crop, region, ring)
             except OSError as exc:
                 self._spill(exc)
-                self.writer.append(i420, crop, region)
+                self.writer.append(i420, crop, region, ring)
             if self.writer.written == self.layout.frames:
                 self._publish()
                 self._close_capture()

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from lipsync_cli.characters.manifest import CropSpec
+from lipsync_cli.compositing.color_match import crop_ring
 from lipsync_cli.encoding.yuv import even, planes
 from lipsync_cli.frames.crops import inner_crop
 from lipsync_cli.frames.pingpong import ping_pong  # noqa: F401  (re-exported)
@@ -26,6 +27,7 @@ class TemplateFrame:
     region: tuple[int, int, int, int]  # the box grown to even coordinates: x0, y0, x1, y1
     region_bgr: np.ndarray
     crop: np.ndarray  # uint8 [inner, inner, 3] BGR: what the UNet is given
+    ring: np.ndarray  # float64 [6]: the crop's ring statistics (compositing/color_match.py)
 
     @property
     def width(self) -> int:
@@ -52,17 +54,17 @@ def region_to_bgr(i420: np.ndarray, region: tuple[int, int, int, int]) -> np.nda
 
 
 def prepare_parts(i420: np.ndarray, bgr: np.ndarray, box: np.ndarray, crop: CropSpec
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A decoded template frame (I420 and ffmpeg's BGR of it, even sides) -> the I420, the box region in BGR
     converted from the I420 (so that blending and converting back changes nothing the patch leaves alone),
-    and the UNet's crop from ffmpeg's BGR (the pixels OpenCV reads, as in training)."""
-    region = region_of(box)
-    return i420, region_to_bgr(i420, region), np.ascontiguousarray(inner_crop(bgr, box, crop))
+    the UNet's crop from ffmpeg's BGR (the pixels OpenCV reads, as in training) and its ring statistics."""
+    crop_image = np.ascontiguousarray(inner_crop(bgr, box, crop))
+    return i420, region_to_bgr(i420, region_of(box)), crop_image, crop_ring(crop_image)
 
 
 def prepare(index: int, i420: np.ndarray, bgr: np.ndarray, box: np.ndarray, crop: CropSpec) -> TemplateFrame:
-    i420, region_bgr, crop_image = prepare_parts(i420, bgr, box, crop)
-    frame = TemplateFrame(index, i420, np.asarray(box), region_of(box), region_bgr, crop_image)
-    for array in (frame.i420, frame.region_bgr, frame.crop):
+    i420, region_bgr, crop_image, ring = prepare_parts(i420, bgr, box, crop)
+    frame = TemplateFrame(index, i420, np.asarray(box), region_of(box), region_bgr, crop_image, ring)
+    for array in (frame.i420, frame.region_bgr, frame.crop, frame.ring):
         array.flags.writeable = False
     return frame

@@ -166,7 +166,7 @@ def _composite(items: Iterator[tuple[TemplateFrame, np.ndarray | RegionPlanes]],
         if isinstance(patch, RegionPlanes):
             return frame, patch, None
         image = to_uint8(patch, character.input.color)
-        return frame, image, measure(image, frame.crop) if matcher is not None else None
+        return frame, image, measure(image, frame.ring) if matcher is not None else None
 
     def smoothed(stream: Iterator[tuple]) -> Iterator[tuple]:
         for frame, image, facts in stream:
