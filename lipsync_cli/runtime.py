@@ -60,8 +60,10 @@ class Runtime:
         self.notices: list[str] = []
         self._notify_user = notify
         self._lock = threading.Lock()
-        self.registry = ModelRegistry(session_creator or SessionMaker(self.threads),
-                                      Budget(config.max_models, config.max_memory), config.eviction, memory)
+        self._create = session_creator or SessionMaker(self.threads)
+        self.registry = ModelRegistry(self._create, Budget(config.max_models, config.max_memory), config.eviction,
+                                      memory)
+        self._processing: dict[Device, tuple] = {}
         directory = (config.cache_dir or cache_root() / "templates") if config.cache else None
         self.templates = TemplateStore(config.template_memory, directory, self.notify)
         self._gpu_count = gpu_count
@@ -123,6 +125,17 @@ class Runtime:
         """Whether the crops' preparation and the compositing run as graphs on the UNet's device."""
         return device.is_cuda if self.config.device_processing is None else self.config.device_processing
 
+    def processing_sessions(self, device: Device) -> tuple:
+        """The pre- and post-processing graphs' sessions on `device`, made once. They are a few kilobytes, so
+        they live beside the registry, outside its model budget."""
+        from lipsync_cli.models.processing import COMPOSITE, PREPARE
+
+        with self._lock:
+            sessions = self._processing.get(device)
+            if sessions is None:
+                sessions = self._processing[device] = (self._create(PREPARE, device), self._create(COMPOSITE, device))
+            return sessions
+
     # -- characters --------------------------------------------------------------------------------
     def character(self, name_or_path: str | Path) -> Character:
         """A checked character, loaded once per runtime while its folder's files are unchanged."""
@@ -144,6 +157,8 @@ class Runtime:
     def close(self) -> None:
         self.templates.close()
         self.registry.close()
+        with self._lock:
+            self._processing.clear()
 
     def __enter__(self) -> Runtime:
         return self

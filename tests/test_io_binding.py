@@ -99,3 +99,39 @@ def test_binding_is_on_by_default_only_on_a_gpu():
     with Runtime(RuntimeConfig(devices="cpu")) as runtime:
         assert runtime.bind_on(CPU) is None
         assert runtime.bind_on(Device("cuda", 1)) == Device("cuda", 1)
+
+
+def test_renders_in_flight_share_the_sessions_with_binding_and_graphs(alice, write_audio):
+    from concurrent.futures import ThreadPoolExecutor
+
+    audios = [write_audio(speech_like(0.5 + 0.1 * i, seed=i), 16000, name=f"a{i}.wav") for i in range(3)]
+    config = RuntimeConfig(devices="cpu", io_binding=True, device_processing=True)
+
+    def frames(runtime, audio):
+        generated = render_frames(alice, probe_audio(audio), PipelineOptions(device=CPU, batch_size=4,
+                                                                             blend="feather"), runtime)
+        try:
+            return [f.copy() for f in generated]
+        finally:
+            generated.close()
+
+    with Runtime(config) as runtime:
+        alone = [frames(runtime, audio) for audio in audios]
+        with ThreadPoolExecutor(3) as pool:
+            together = list(pool.map(lambda audio: frames(runtime, audio), audios))
+        loads = {s.name: s.loads for s in runtime.registry.stats()}
+    assert [len(f) for f in together] == [len(f) for f in alone] == [13, 15, 18]
+    for a, b in zip(alone, together, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert loads == {"alice": 1}  # the pair was loaded once and shared (the graphs live outside the budget)
+
+
+def test_the_graphs_do_not_count_against_the_model_budget(alice, write_audio):
+    audio = write_audio(speech_like(0.3), 16000)
+    with Runtime(RuntimeConfig(devices="cpu", device_processing=True, max_models=1)) as runtime:
+        generated = render_frames(alice, probe_audio(audio), PipelineOptions(device=CPU, blend="feather"), runtime)
+        try:
+            assert sum(1 for _ in generated) == 8
+        finally:
+            generated.close()
+        assert runtime.processing_sessions(CPU) is runtime.processing_sessions(CPU)

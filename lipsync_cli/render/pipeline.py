@@ -31,7 +31,6 @@ from lipsync_cli.frames.template import TemplateFrame
 from lipsync_cli.models.device_chain import DeviceChain, RegionPlanes, chain_supports
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
-from lipsync_cli.models.processing import COMPOSITE, PREPARE
 from lipsync_cli.stages import BufferPool, ordered_map, regroup, threaded
 
 if TYPE_CHECKING:
@@ -209,8 +208,7 @@ def render_frames(character: Character, audio: AudioInfo, options: PipelineOptio
         encoder = AudioEncoder(encoder_session, character.encoder_contract, bind_on)
         unet = MouthModel(unet_session, character.unet_contract, on_run=lease.record, bind_on=bind_on)
         if runtime.processes_on(options.device) and chain_supports(character):
-            graphs = stack.enter_context(runtime.registry.lease((PREPARE, COMPOSITE), options.device, "processing"))
-            prepare, composite = graphs.sessions
+            prepare, composite = runtime.processing_sessions(options.device)
             chain = DeviceChain(unet, prepare, composite, character, options.device, options.batch_size, options.blend)
             source = _generate_on_device(character, audio, options, encoder, chain, template, frames)
         else:
