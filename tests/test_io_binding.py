@@ -14,8 +14,7 @@ from lipsync_cli.models.inference import AudioEncoder, MouthModel
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
-from .conftest import ALICE
-from .models import float16, load, nan_output, save_into
+from .models import character_with, float16, load, nan_output
 
 
 def session(path):
@@ -51,13 +50,8 @@ def test_bound_encoder_equals_plain_run(alice):
     assert np.array_equal(encoder.encode(windows), plain)
 
 
-def test_bound_float16_model_is_fed_and_read_in_its_own_type(tmp_path, write_audio):
-    folder = tmp_path / "half"
-    folder.mkdir()
-    for name in ("character.toml", "template.mp4", "boxes.npy", "audio_encoder.onnx"):
-        (folder / name).write_bytes((ALICE / name).read_bytes())
-    save_into(folder, "unet", float16(load("unet")))
-    character = load_character(folder)
+def test_bound_float16_model_is_fed_and_read_in_its_own_type(tmp_path):
+    character = load_character(character_with(tmp_path, "half", unet=float16(load("unet"))))
     visual, audio = unet_inputs(2)
     plain = MouthModel(session(character.model), character.unet_contract).generate(visual, audio)
     bound = MouthModel(session(character.model), character.unet_contract, bind_on=CPU).generate(visual, audio)
@@ -65,12 +59,7 @@ def test_bound_float16_model_is_fed_and_read_in_its_own_type(tmp_path, write_aud
 
 
 def test_bound_model_output_is_still_checked(tmp_path):
-    folder = tmp_path / "nan"
-    folder.mkdir()
-    for name in ("character.toml", "template.mp4", "boxes.npy", "audio_encoder.onnx"):
-        (folder / name).write_bytes((ALICE / name).read_bytes())
-    save_into(folder, "unet", nan_output(load("unet")))
-    character = load_character(folder)
+    character = load_character(character_with(tmp_path, "nan", unet=nan_output(load("unet"))))
     model = MouthModel(session(character.model), character.unet_contract, bind_on=CPU)
     with pytest.raises(InferenceError, match="produced NaN at frame 0"):
         model.generate(*unet_inputs(3))

@@ -22,8 +22,8 @@ from lipsync_cli.models.processing import COMPOSITE, PREPARE, composite_inputs, 
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
-from .conftest import ALICE, REPO
-from .models import float16, load, nan_output, save_into
+from .conftest import REPO
+from .models import character_with, float16, load, nan_output
 
 pytest.importorskip("onnx")
 
@@ -121,16 +121,8 @@ def test_renders_through_the_graphs_equal_the_numpy_path(alice, write_audio, ble
         assert all(np.array_equal(a, b) for a, b in zip(host, device, strict=True))
 
 
-def copy_with_unet(folder, model):
-    folder.mkdir()
-    for name in ("character.toml", "template.mp4", "boxes.npy", "audio_encoder.onnx"):
-        (folder / name).write_bytes((ALICE / name).read_bytes())
-    save_into(folder, "unet", model)
-    return load_character(folder)
-
-
 def test_a_nan_patch_is_caught_on_the_device_path(tmp_path, write_audio):
-    character = copy_with_unet(tmp_path / "nan", nan_output(load("unet")))
+    character = load_character(character_with(tmp_path, "nan", unet=nan_output(load("unet"))))
     audio = write_audio(speech_like(0.3), 16000)
     for blend in ("feather", "match"):
         with pytest.raises(InferenceError, match=r"model_best.onnx: the UNet produced NaN.* at frame 0"):
@@ -139,4 +131,4 @@ def test_a_nan_patch_is_caught_on_the_device_path(tmp_path, write_audio):
 
 def test_float16_models_keep_the_host_path(tmp_path, alice):
     assert chain_supports(alice)
-    assert not chain_supports(copy_with_unet(tmp_path / "half", float16(load("unet"))))
+    assert not chain_supports(load_character(character_with(tmp_path, "half", unet=float16(load("unet")))))

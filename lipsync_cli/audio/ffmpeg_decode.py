@@ -4,17 +4,15 @@ as a WAV (whose header tells the rate and channels), so memory stays flat whatev
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
-import threading
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from lipsync_cli.errors import AudioError
+from lipsync_cli.processes import ErrorTail, stop
 
 
 def _ffmpeg() -> str:
@@ -33,16 +31,8 @@ class _Decoder:
                                          stderr=subprocess.PIPE)
         except OSError as exc:
             raise AudioError(f"{path}: cannot start ffmpeg to decode it ({exc})") from None
-        self.errors: deque[str] = deque(maxlen=12)
-        self._reader = threading.Thread(target=self._read_errors, daemon=True)
-        self._reader.start()
-
-    def _read_errors(self) -> None:
         assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            line = re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", raw.decode("utf-8", "replace")).strip()
-            if line:
-                self.errors.append(line)
+        self.errors = ErrorTail(self.proc.stderr, strip_context=True)
 
     def _read(self, n: int) -> bytes:
         assert self.proc.stdout is not None
@@ -50,8 +40,8 @@ class _Decoder:
 
     def failure(self, what: str) -> AudioError:
         self.close()
-        said = " | ".join(list(self.errors)[-2:]) or f"exit status {self.proc.returncode}"
-        if any("matches no streams" in line or "does not contain any stream" in line for line in self.errors):
+        said = self.errors.last(2) or f"exit status {self.proc.returncode}"
+        if any("matches no streams" in line or "does not contain any stream" in line for line in self.errors.lines):
             return AudioError(f"{self.path}: has no audio stream")
         return AudioError(f"{self.path}: not a readable audio file ({what}; ffmpeg: {said})")
 
@@ -87,16 +77,11 @@ class _Decoder:
             if len(data) < size:
                 break
         if self.proc.wait() != 0:
-            self._reader.join(timeout=2)
+            self.errors.join()
             raise self.failure("decoding stopped")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        stop(self.proc, self.errors, self.proc.stdout)
 
 
 def probe(path: Path, block: int) -> tuple[int, int, int, float | None]:

@@ -6,7 +6,6 @@ so the output name never holds a partial file. ffmpeg's last stderr lines are ke
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import subprocess
@@ -21,7 +20,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
-from lipsync_cli.processes import process_exists
+from lipsync_cli.processes import ErrorTail, process_exists, stop
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # output extension -> ffmpeg muxer
 AAC_RATES = (8_000, 48_000)  # AAC at the input's rate inside this range (plays everywhere), else 48 kHz
@@ -212,21 +211,13 @@ class VideoWriter:
             cmd += ["-movflags", "+faststart"]
         cmd += [*extra_output_args, "-f", muxer, str(self.temp)]
         self.command = cmd
-        self._stderr: collections.deque[str] = collections.deque(maxlen=12)
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
             raise EncoderError(f"{cmd[0]}: cannot start ffmpeg ({exc})") from None
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-
-    def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
-        for raw in self._proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self._stderr.append(line)
+        self._errors = ErrorTail(self._proc.stderr)
 
     @property
     def pid(self) -> int:
@@ -234,8 +225,8 @@ class VideoWriter:
 
     def _failure(self, what: str) -> EncoderError:
         self._proc.wait()
-        self._reader.join(timeout=2)
-        tail = " | ".join(list(self._stderr)[-3:]) or f"exit status {self._proc.returncode}"
+        self._errors.join()
+        tail = self._errors.last(3) or f"exit status {self._proc.returncode}"
         self._remove_temp()
         return EncoderError(f"{self.target}: ffmpeg {what}: {tail}")
 
@@ -266,7 +257,7 @@ class VideoWriter:
                     raise Interrupted("stopped") from None
         if code != 0:
             raise self._failure("failed")
-        self._reader.join(timeout=2)
+        self._errors.join()
         return self.temp
 
     def publish(self, overwrite: bool) -> Path:
@@ -290,18 +281,7 @@ class VideoWriter:
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the temporary file (idempotent)."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - kill does not fail in practice
-            pass
-        for stream in (self._proc.stdin, self._proc.stderr):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass
+        stop(self._proc, self._errors, self._proc.stdin)
         self._remove_temp()
 
     def _remove_temp(self) -> None:

@@ -8,10 +8,8 @@ them (which darkens a frame by about a level); the BGR frame is used only for th
 
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import numpy as np
 from lipsync_cli.encoding.ffmpeg import ffmpeg_exe
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import RenderError
+from lipsync_cli.processes import ErrorTail, stop
 
 
 class YuvDecoder:
@@ -33,7 +32,6 @@ class YuvDecoder:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-i", str(self.path),
                "-filter_complex", "[0:v:0]pad=ceil(iw/2)*2:ceil(ih/2)*2,split=2[yuv][bgr]",
                "-map", "[yuv]", *stream, "yuv420p", "pipe:1", "-map", "[bgr]", *stream, "bgr24", f"pipe:{bgr_write}"]
-        self._stderr: collections.deque[str] = collections.deque(maxlen=6)
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, bufsize=0, pass_fds=(bgr_write,))
@@ -43,15 +41,8 @@ class YuvDecoder:
         finally:
             os.close(bgr_write)
         self._bgr = os.fdopen(bgr_read, "rb", buffering=0)
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-
-    def _read_stderr(self) -> None:
         assert self._proc.stderr is not None
-        for raw in self._proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line:
-                self._stderr.append(line)
+        self._errors = ErrorTail(self._proc.stderr, keep=6)
 
     def _fill(self, stream, array: np.ndarray) -> int:
         view = array.reshape(-1).data
@@ -85,19 +76,8 @@ class YuvDecoder:
             self._proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
             return ""
-        self._reader.join(timeout=2)
-        return " | ".join(self._stderr)
+        self._errors.join()
+        return self._errors.last(6)
 
     def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # pragma: no cover - kill does not fail in practice
-            pass
-        for stream in (self._proc.stdout, self._bgr, self._proc.stderr):
-            try:
-                if stream:
-                    stream.close()
-            except OSError:
-                pass
+        stop(self._proc, self._errors, self._proc.stdout, self._bgr)
