@@ -31,5 +31,5 @@ def bench(session: nox.Session) -> None:
     session.run("lipsync", "bench", "--character", "alice", "--device", "cpu", "--seconds", seconds,
                 "--json", "bench-results/alice-cpu.json")
     session.run("lipsync", "bench", "--model", "realistic", "--device", "cpu", "--seconds", seconds,
-                "--json", "bench-results/realistic-cpu.json")
+                "--in-flight", "1,2", "--json", "bench-results/realistic-cpu.json")
     session.run("lipsync", "bench", "--batch", "8", "--device", "cpu", "--json", "bench-results/batch-cpu.json")
