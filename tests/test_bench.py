@@ -38,7 +38,7 @@ def test_bench_alice_tiny(tmp_path):
                                  "--json", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     data = check_report(out, 10)
-    assert data["character"] == "alice" and data["layout"] == "per_frame"
+    assert data["character"] == "alice" and data["layout"] == "per_frame" and data["blend"] == "match"
     assert set(data["in_flight_fps"]) == {"1", "2", "4"} and all(v > 0 for v in data["in_flight_fps"].values())
     assert "render / transcode" in result.output and "this project's goal" in result.output
     assert "end to end / UNet alone" in result.output and "4 at once" in result.output
@@ -49,10 +49,10 @@ def test_bench_realistic_tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "realistic.json"
     result = runner.invoke(app, ["bench", "--model", "realistic", "--device", "cpu", "--seconds", "0.2",
-                                 "--batch-size", "2", "--in-flight", "none", "--json", str(out)])
+                                 "--batch-size", "2", "--in-flight", "none", "--blend", "feather", "--json", str(out)])
     assert result.exit_code == 0, result.output + result.stderr
     data = check_report(out, 5)
-    assert data["layout"] == "synctalk" and data["in_flight_fps"] == {}
+    assert data["layout"] == "synctalk" and data["in_flight_fps"] == {} and data["blend"] == "feather"
     assert data["parameters"] == {"audio_encoder": 2_812_672, "unet": 12_186_935}
     assert "12,186,935" in result.output
 
@@ -91,6 +91,7 @@ def test_realistic_models_are_full_size():
     (["--in-flight", "0,2"], "--in-flight must be a list"),
     (["--io-binding", "yes"], "--io-binding must be auto, on or off"),
     (["--device-graphs", "gpu"], "--device-graphs must be auto, on or off"),
+    (["--blend", "soft"], "blend must be match, feather or hard"),
 ])
 def test_bench_refuses_bad_switches_before_work(args, message):
     result = runner.invoke(app, ["bench", "--device", "cpu", *args])

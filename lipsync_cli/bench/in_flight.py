@@ -13,14 +13,13 @@ import soundfile as sf
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.batch.runner import Batch, BatchSettings
 from lipsync_cli.batch.sources import Entry
-from lipsync_cli.models.devices import DeviceRequest
 from lipsync_cli.render import RenderJob, RenderOptions
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 LEVELS = (1, 2, 4)
 
 
-def in_flight_fps(config: RuntimeConfig, folder: Path, character: str, device: DeviceRequest, batch_size: int,
+def in_flight_fps(config: RuntimeConfig, folder: Path, character: str, options: RenderOptions,
                   clip_seconds: float, levels: Sequence[int] = LEVELS, say: Callable[[str], None] = lambda s: None
                   ) -> dict[int, float]:
     """{jobs in flight: frames per second over the whole batch} for max(levels) clips of `clip_seconds`."""
@@ -28,7 +27,6 @@ def in_flight_fps(config: RuntimeConfig, folder: Path, character: str, device: D
     for i in range(max(levels)):
         clips.append(folder / f"in-flight-{i}.wav")
         sf.write(clips[-1], speech_like(clip_seconds, seed=200 + i), 16000)
-    options = RenderOptions(device, batch_size, overwrite=True)
     fps: dict[int, float] = {}
     for jobs in levels:
         say(f"{len(clips)} renders, {jobs} in flight")

@@ -9,12 +9,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lipsync_cli.bench.measure import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET, run_bench
+from lipsync_cli.bench.measure import BenchOptions, run_bench
 from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
+from lipsync_cli.bench.report import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET
 from lipsync_cli.characters.manifest import load_character
+from lipsync_cli.cli.batching import BlendOption
 from lipsync_cli.cli.common import Debug, console, err_console, run_reporting, settle_heap
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
+from lipsync_cli.render.jobs import as_blend
 
 
 def bench_command(
@@ -44,6 +47,7 @@ def bench_command(
                                               min=2, max=500, help="Instead: render this many 1 s "
                                               "clips as one batch and as separate processes, and compare.",
                                               show_default=False)] = None,
+    blend: BlendOption = "match",
     io_binding: Annotated[str, typer.Option("--io-binding", metavar="auto|on|off",
                                             help="Model buffers allocated once on the device (auto: on a "
                                             "GPU).")] = "auto",
@@ -78,10 +82,10 @@ def bench_command(
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         settle_heap()
-        report = run_bench(char, request, seconds, batch_size, threads,
-                           say=lambda s: err_console.print(f"[dim]timing {s}...[/]" if not s.startswith("note")
-                                                           else s, soft_wrap=True), in_flight=levels,
-                           io_binding=binding, device_processing=graphs)
+        options = BenchOptions(seconds, batch_size, threads, blend=as_blend(blend), in_flight=levels,
+                               io_binding=binding, device_processing=graphs)
+        report = run_bench(char, request, options, say=lambda s: err_console.print(
+            f"[dim]timing {s}...[/]" if not s.startswith("note") else s, soft_wrap=True))
         if model == "realistic":
             report.parameters = dict(PARAMETERS)
         _print(report)
@@ -143,8 +147,8 @@ def _print(report) -> None:
         f"plain ffmpeg transcode of the same frames: {report.transcode_seconds:.2f} s; render / transcode = "
         f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
         f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
-        f"batch {report.batch_size}, IO binding {'on' if report.io_binding else 'off'}, device graphs "
-        f"{'on' if report.device_processing else 'off'}, audio layout {report.layout}",
+        f"batch {report.batch_size}, blend {report.blend}, IO binding {'on' if report.io_binding else 'off'}, "
+        f"device graphs {'on' if report.device_processing else 'off'}, audio layout {report.layout}",
         f"first render {report.cold_render_seconds:.2f} s (template decoded), second render "
         f"{report.warm_render_seconds:.2f} s (template from the cache): {report.warm_speedup:.2f}x faster",
         f"peak memory of lipsync (ffmpeg not included): {report.peak_memory_mb:.0f} MB",
