@@ -22,7 +22,8 @@ from lipsync_cli.models.processing import COMPOSITE, PREPARE, composite_inputs, 
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
-from .conftest import REPO
+from .characters import make_character
+from .conftest import ALICE, REPO
 from .models import character_with, float16, load, nan_output
 
 pytest.importorskip("onnx")
@@ -119,6 +120,20 @@ def test_renders_through_the_graphs_equal_the_numpy_path(alice, write_audio, ble
         assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-4
     if blend == "match":  # the colour match runs on the host: only the input was made by the graph
         assert all(np.array_equal(a, b) for a, b in zip(host, device, strict=True))
+
+
+def test_boxes_at_the_frame_edge_through_the_graphs(tmp_path, write_audio):
+    alice = load_character(ALICE)
+    x2, y2 = (int(v) for v in alice.boxes[:3, 2:].max(axis=0))
+    folder, _ = make_character(tmp_path / "edge", [0, 1, 2], crop=(y2, x2))  # odd sides, boxes touch them
+    character = load_character(folder)
+    assert (character.video.width, character.video.height) == (x2, y2) and x2 % 2 == 1
+    audio = write_audio(speech_like(0.3), 16000)
+    for blend in ("feather", "hard"):
+        host, device = render_with(character, audio, blend, False), render_with(character, audio, blend, True)
+        assert len(host) == len(device) == 8
+        for a, b in zip(host, device, strict=True):
+            assert np.abs(a.astype(int) - b).max() <= 1 and (a != b).mean() < 1e-4
 
 
 def test_a_nan_patch_is_caught_on_the_device_path(tmp_path, write_audio):

@@ -5,6 +5,9 @@
     -> uint8 patches -> composite into the template frame -> I420 frames (what ffmpeg encodes)
 
 Each arrow with a thread behind it is a bounded queue, so memory does not grow with the audio length.
+On a GPU (models/device_chain.py) the uint8 crops go to the device instead, where ONNX graphs make the
+UNet's input and, for feather and hard, composite the patch and convert the box region to I420; only the
+region's planes come back. The composite stage runs on `composite_threads` threads.
 """
 
 from __future__ import annotations
