@@ -26,6 +26,7 @@ from lipsync_cli.models.devices import (
     cuda_unavailable_reason,
     parse_devices,
 )
+from lipsync_cli.models.processing import COMPOSITE, PREPARE
 from lipsync_cli.models.registry import Budget, Eviction, MemoryReader, ModelRegistry, SessionCreator
 from lipsync_cli.models.sessions import SessionMaker, default_threads
 from lipsync_cli.resources import cache_root
@@ -128,8 +129,6 @@ class Runtime:
     def processing_sessions(self, device: Device) -> tuple:
         """The pre- and post-processing graphs' sessions on `device`, made once. They are a few kilobytes, so
         they live beside the registry, outside its model budget."""
-        from lipsync_cli.models.processing import COMPOSITE, PREPARE
-
         with self._lock:
             sessions = self._processing.get(device)
             if sessions is None:

@@ -111,13 +111,11 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
     holding one, for the chroma) are written: everything else is the template's own I420. `keep` (bool, the
     region's size) marks pixels that stay the template's (a protect mask).
     """
-    x0, y0, x1, y1 = frame.region
-    bx1, by1, bx2, by2 = box = tuple(int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
+    bx1, by1, bx2, by2 = _local_box(frame)
     region = frame.region_bgr.copy()
-    mode: Blend = "hard" if blend == "hard" else "feather"
-    blend_into(region[by1:by2, bx1:bx2], patch, crop, mode)
+    blend_into(region[by1:by2, bx1:bx2], patch, crop, blend)
     h, w = region.shape[:2]
-    changed, blocks = _region_changes((h, w), box, crop, mode)
+    changed, blocks = region_changes(frame, crop, blend)
     if keep is not None:
         np.copyto(region, frame.region_bgr, where=keep[:, :, None])
         changed = changed & ~keep
@@ -125,11 +123,17 @@ def composite_i420(frame: TemplateFrame, patch: np.ndarray, crop: CropSpec, blen
     return write_region(frame, planes(bgr_to_i420(region), w), changed, blocks, out)
 
 
+def _local_box(frame: TemplateFrame) -> tuple[int, int, int, int]:
+    """The frame's box in its region's coordinates."""
+    x0, y0 = frame.region[:2]
+    x1, y1, x2, y2 = (int(v) for v in frame.box)
+    return x1 - x0, y1 - y0, x2 - x0, y2 - y0
+
+
 def region_changes(frame: TemplateFrame, crop: CropSpec, blend: Blend) -> tuple[np.ndarray, np.ndarray]:
     """Where a patch changes a frame's box region: pixels, and the 2x2 blocks holding one."""
     x0, y0, x1, y1 = frame.region
-    box = tuple(int(v) for v in frame.box - np.array([x0, y0, x0, y0]))
-    return _region_changes((y1 - y0, x1 - x0), box, crop, "hard" if blend == "hard" else "feather")
+    return _region_changes((y1 - y0, x1 - x0), _local_box(frame), crop, "hard" if blend == "hard" else "feather")
 
 
 def write_region(frame: TemplateFrame, region: tuple[np.ndarray, np.ndarray, np.ndarray], changed: np.ndarray,

@@ -66,10 +66,6 @@ class YuvDecoder:
         self.read_count += 1
         return i420, bgr
 
-    def skip(self, count: int) -> bool:
-        """Read past `count` frames; False if the video ended first."""
-        return all(self.read() is not None for _ in range(count))
-
     def problem(self) -> str:
         """ffmpeg's last words, once it has ended (empty if it said nothing)."""
         try:

@@ -77,9 +77,10 @@ class BatchedModel:
             raise self.failure(exc) from None
 
     def _bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        assert self.bind_on is not None
         if self._bindings is None or not self._bindings.fits(feeds):
             n = len(next(iter(feeds.values())))
-            self._bindings = Bindings(self.session, self.bind_on or Device("cpu"), self.output,
+            self._bindings = Bindings(self.session, self.bind_on, self.output,
                                       self.types.get(self.output, "float32"), feeds, (n, *self.tail))
         return self._bindings.run(self.session, feeds)
 
