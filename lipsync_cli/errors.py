@@ -65,6 +65,10 @@ class InferenceError(RenderError):
     """A model raised inside onnxruntime."""
 
 
+class Busy(RenderError):
+    """A resource (a device's model budget, a server's queue) stayed full for longer than the caller waits."""
+
+
 class Interrupted(LipsyncError):
     """SIGINT or SIGTERM stopped the work."""
 

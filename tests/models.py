@@ -98,3 +98,39 @@ def character_with(tmp_path, name="variant", **models):
     for which, model in models.items():
         save_into(folder, which, model)
     return folder
+
+
+def synctalk_unet(size=320):
+    """A small UNet with SyncTalk_2D's audio layout ([N, 32, 16, 16]): the reference image brightened by a
+    weighted sum of the 16 gathered feature rows (each row its own weight, so a row out of place changes
+    the picture)."""
+    rng = np.random.default_rng(5)
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["audio", "rows_shape"], ["rows"]),
+         helper.make_node("MatMul", ["rows", "w_feature"], ["per_row"]),
+         helper.make_node("Reshape", ["per_row", "flat_shape"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "w_rows"], ["rgb"]),
+         helper.make_node("Tanh", ["rgb"], ["rgb_t"]),
+         helper.make_node("Reshape", ["rgb_t", "rgb_shape"], ["shift"]),
+         helper.make_node("Slice", ["visual", "starts", "ends", "axes"], ["reference"]),
+         helper.make_node("Mul", ["shift", "gain"], ["scaled"]),
+         helper.make_node("Add", ["reference", "scaled"], ["moved"]),
+         helper.make_node("Clip", ["moved", "lo", "hi"], ["patch"])],
+        "synctalk-small",
+        [helper.make_tensor_value_info("visual", TensorProto.FLOAT, ["N", 6, size, size]),
+         helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", 32, 16, 16])],
+        [helper.make_tensor_value_info("patch", TensorProto.FLOAT, ["N", 3, size, size])],
+        [numpy_helper.from_array(np.array([-1, 16, 512], np.int64), "rows_shape"),
+         numpy_helper.from_array(rng.standard_normal((512, 1)).astype(np.float32) / 8, "w_feature"),
+         numpy_helper.from_array(np.array([-1, 16], np.int64), "flat_shape"),
+         numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "w_rows"),
+         numpy_helper.from_array(np.array([-1, 3, 1, 1], np.int64), "rgb_shape"),
+         numpy_helper.from_array(np.array([0], np.int64), "starts"),
+         numpy_helper.from_array(np.array([3], np.int64), "ends"),
+         numpy_helper.from_array(np.array([1], np.int64), "axes"),
+         numpy_helper.from_array(np.array(0.25, np.float32), "gain"),
+         numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+         numpy_helper.from_array(np.array(1.0, np.float32), "hi")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model

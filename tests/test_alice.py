@@ -40,8 +40,8 @@ def test_loud_window_has_larger_loudness(encoder):
 
 
 def reference_crop():
-    from lipsync_cli.characters.manifest import CropSpec
     from lipsync_cli.frames.crops import inner_crop
+    from lipsync_cli.specs import CropSpec
 
     return inner_crop(draw_frame(0), boxes()[0], CropSpec()).astype(np.float32) / 255
 

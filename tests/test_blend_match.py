@@ -42,7 +42,8 @@ def measured(tmp_path_factory):
     sf.write(folder / "bursts.wav", bursts(3.0, SPANS), 16000)
     info = probe_audio(folder / "bursts.wav")
     results = {}
-    with Runtime(RuntimeConfig(devices="cpu", cache=False)) as runtime, runtime.templates.open(plain) as template:
+    with Runtime(RuntimeConfig(devices="cpu", cache=False)) as runtime, \
+            runtime.templates.open(plain.template_spec) as template:
         for name, character, blend in [("plain feather", plain, "feather"), ("plain match", plain, "match"),
                                        ("tinted hard", tint, "hard"), ("tinted match", tint, "match")]:
             rings, contrast = [], []

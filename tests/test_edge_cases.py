@@ -14,8 +14,8 @@ from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.cli.app import app
 from lipsync_cli.features.windows import FrameWindows
-from lipsync_cli.frames.template import ping_pong
 from lipsync_cli.render.pipeline import audio_windows
+from lipsync_cli.specs import ping_pong
 
 from .characters import make_character
 from .media import decoded_frames, probe

@@ -10,7 +10,6 @@ import pytest
 
 from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.audio.synthetic import speech_like
-from lipsync_cli.characters.manifest import CropSpec
 from lipsync_cli.compositing.blend import box_alpha, feather_mask, place, to_uint8
 from lipsync_cli.compositing.color_match import GAIN_LIMITS, ColorMatcher, ring_mask
 from lipsync_cli.frames.crops import inner_crop
@@ -18,6 +17,7 @@ from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.render.cores import share_cores
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
+from lipsync_cli.specs import CropSpec
 from lipsync_cli.stages import ordered_map
 
 from .characters import make_character
@@ -65,7 +65,7 @@ def test_pixels_the_patch_leaves_alone_are_the_decoded_template_exactly(alice, r
 
 def test_the_unet_crop_is_what_opencv_reads(alice, runtime):
     capture = cv2.VideoCapture(str(alice.template))
-    with runtime.templates.open(alice) as template:
+    with runtime.templates.open(alice.template_spec) as template:
         for k in range(6):
             ok, bgr = capture.read()
             assert ok

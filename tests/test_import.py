@@ -79,7 +79,7 @@ def test_protected_pixels_keep_the_template(tmp_path, write_audio, runtime):
     assert run_import(tmp_path, dataset).exit_code == 0
     character = load_character(tmp_path / "imported")
     info = probe_audio(write_audio(speech_like(0.4), 16000))
-    with runtime.templates.open(character) as template:
+    with runtime.templates.open(character.template_spec) as template:
         for i, frame in enumerate(render_frames(character, info, PipelineOptions(), runtime)):
             k = character.template_index(i)
             reference = template.frame(k)

@@ -11,7 +11,7 @@ import pytest
 
 from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.audio.synthetic import speech_like
-from lipsync_cli.characters.manifest import CropSpec, InputSpec, load_character
+from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.compositing.blend import blend_into, feather_mask, to_uint8
 from lipsync_cli.encoding.yuv import bgr_to_i420, planes
 from lipsync_cli.errors import InferenceError
@@ -21,6 +21,7 @@ from lipsync_cli.models.devices import CPU
 from lipsync_cli.models.processing import COMPOSITE, PREPARE, composite_inputs, prepare_inputs
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
 from lipsync_cli.runtime import Runtime, RuntimeConfig
+from lipsync_cli.specs import CropSpec, InputSpec
 
 from .characters import make_character
 from .conftest import ALICE, REPO
@@ -145,5 +146,6 @@ def test_a_nan_patch_is_caught_on_the_device_path(tmp_path, write_audio):
 
 
 def test_float16_models_keep_the_host_path(tmp_path, alice):
-    assert chain_supports(alice)
-    assert not chain_supports(load_character(character_with(tmp_path, "half", unet=float16(load("unet")))))
+    assert chain_supports(alice.unet_contract)
+    half = load_character(character_with(tmp_path, "half", unet=float16(load("unet"))))
+    assert not chain_supports(half.unet_contract)

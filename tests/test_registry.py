@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lipsync_cli.errors import InputError
+from lipsync_cli.errors import Busy, InputError
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.models.registry import Budget, ModelRegistry
 
@@ -224,3 +224,15 @@ def test_bad_budgets_are_refused():
         Budget(max_models=0)
     with pytest.raises(InputError):
         ModelRegistry(lambda p, d: None, Budget(), "fifo")  # type: ignore[arg-type]
+
+
+def test_a_lease_with_a_timeout_gives_up_when_the_budget_stays_full(tmp_path):
+    a, b = models(tmp_path, 2)
+    reg = registry(FakeDevices(), max_models=1)
+    with reg.lease(a, CPU, "held"):
+        with pytest.raises(Busy, match=r"other: the model budget of cpu stayed full for 0.2 s"):
+            with reg.lease(b, CPU, "other", timeout=0.2):
+                pass
+        assert loaded_names(reg) == ["m0.onnx"]
+    with reg.lease(b, CPU, "other", timeout=0.2) as lease:  # room again: the same call succeeds
+        assert lease.sessions

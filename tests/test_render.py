@@ -11,13 +11,12 @@ from typer.testing import CliRunner
 
 from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.audio.synthetic import bursts, speech_like
-from lipsync_cli.characters.manifest import CropSpec
 from lipsync_cli.cli.app import app
 from lipsync_cli.compositing.blend import composite
-from lipsync_cli.frames.template import ping_pong
 from lipsync_cli.models.graphs.alice import MouthGeometry
 from lipsync_cli.models.sessions import cuda_unavailable_reason
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
+from lipsync_cli.specs import CropSpec, ping_pong
 
 from .conftest import REPO
 from .media import decoded_frames, ffmpeg_processes_writing, probe

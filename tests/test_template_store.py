@@ -5,20 +5,19 @@ import os
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from lipsync_cli.audio.synthetic import speech_like
-from lipsync_cli.characters.manifest import CropSpec, TemplateInfo
 from lipsync_cli.cli.app import app
 from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.frames.template import prepare
 from lipsync_cli.render import RenderJob, RenderOptions, execute, plan
 from lipsync_cli.runtime import Runtime, RuntimeConfig
+from lipsync_cli.specs import CropSpec, TemplateSpec
 
 from .conftest import ALICE, REPO
 from .media import FFMPEG
@@ -43,7 +42,7 @@ def same(a, b):
 
 
 def read_all(store, character, count):
-    with store.open(character) as template:
+    with store.open(character.template_spec) as template:
         return [template.frame(k) for k in range(count)]
 
 
@@ -98,7 +97,7 @@ def test_two_processes_filling_one_entry(tmp_path, alice):
         from lipsync_cli.characters.manifest import load_character
         from lipsync_cli.frames.store import TemplateStore
         store = TemplateStore(cache_dir=Path({str(tmp_path)!r}))
-        with store.open(load_character({str(ALICE)!r})) as t:
+        with store.open(load_character({str(ALICE)!r}).template_spec) as t:
             for k in range(30):
                 t.frame(k)
         store.close()
@@ -130,8 +129,7 @@ def test_resident_memory_is_bounded_by_the_budget_not_the_template_length(tmp_pa
     subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={w}x{h}:rate=25", "-frames:v",
                     str(n), "-c:v", "libx264", "-preset", "ultrafast", "-qp", "30", str(template)], check=True)
     boxes = np.tile([100, 80, 420, 400], (n, 1))
-    character = SimpleNamespace(name="long", template=template, boxes=boxes, crop=CropSpec(64, 4),
-                                video=TemplateInfo(w, h, n, 25.0))
+    character = TemplateSpec("long", template, boxes, w, h, n, CropSpec(64, 4))
     budget = 8 * 2**20
 
     def rss():

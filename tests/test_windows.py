@@ -76,3 +76,27 @@ def test_short_audio_still_gives_one_window():
         batches = [w.push(np.full(100, 0.3, np.float32)), w.finish()]
         windows = np.concatenate([b.windows for b in batches if b is not None])
         assert windows.shape == (1, 80, 16)
+
+
+@pytest.mark.parametrize("mode", ["silence", "clamp"])
+@pytest.mark.parametrize("fps", [Fraction(25), NTSC])
+def test_windows_without_a_total_equal_those_with_one(mode, fps):
+    """A live stream does not know its length: the windows, the total and the clamp rule come out the same."""
+    x = speech_like(1.37, seed=9)
+    n = len(x)
+    known = FrameWindows(n, fps, window_end=mode)
+    open_ended = FrameWindows(None, fps, window_end=mode)
+    got = {id(known): [], id(open_ended): []}
+    for a in range(0, n, 777):
+        for w in (known, open_ended):
+            batch = w.push(x[a : a + 777])
+            if batch is not None:
+                assert batch.first == len(got[id(w)])
+                got[id(w)].extend(batch.windows)
+    assert open_ended.frames is None and len(got[id(open_ended)]) <= len(got[id(known)])
+    for w in (known, open_ended):
+        batch = w.finish()
+        if batch is not None:
+            got[id(w)].extend(batch.windows)
+    assert open_ended.frames == known.frames == video_frame_count(n, fps) == len(got[id(open_ended)])
+    assert np.array_equal(np.stack(got[id(known)]), np.stack(got[id(open_ended)]))

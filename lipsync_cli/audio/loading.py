@@ -24,9 +24,9 @@ import soundfile as sf
 
 from lipsync_cli.audio import ffmpeg_decode
 from lipsync_cli.errors import AudioError
+from lipsync_cli.specs import Resampler
 from lipsync_cli.stages import regroup
 
-Resampler = Literal["soxr", "polyphase"]
 RESAMPLERS: tuple[Resampler, ...] = ("soxr", "polyphase")
 
 TARGET_RATE = 16_000

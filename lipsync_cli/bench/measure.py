@@ -133,7 +133,7 @@ def seam_by_blend(runtime: Runtime, character: Character, audio: Path, device, b
     info = probe_audio(audio)
     frames = min(frame_count(character, info), round(seconds * float(character.fps)))
     scores = {}
-    with runtime.templates.open(character) as template:
+    with runtime.templates.open(character.template_spec) as template:
         for blend in BLENDS:
             rings, steps = [], []
             options = PipelineOptions(device=device, batch_size=batch_size, blend=blend)

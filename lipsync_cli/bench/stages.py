@@ -21,9 +21,9 @@ from lipsync_cli.features.layouts import SyncTalkGatherer
 from lipsync_cli.features.windows import FrameWindows
 from lipsync_cli.frames.crops import visual_input
 from lipsync_cli.frames.store import TemplateStore
-from lipsync_cli.frames.template import ping_pong
 from lipsync_cli.models.devices import Device
 from lipsync_cli.models.inference import AudioEncoder, Bindings, MouthModel
+from lipsync_cli.specs import ping_pong
 
 
 def _unet_alone_ms(unet: MouthModel, device: Device, visual: np.ndarray, audio: np.ndarray, seconds: float
@@ -92,7 +92,7 @@ def time_stages(tmp_path: Path, character: Character, encoder: AudioEncoder, une
     say("template decode + prepare")
     # a store without a disk cache: every template frame is decoded and prepared here, as on a first render
     store = TemplateStore(cache_dir=None)
-    template = store.open(character)
+    template = store.open(character.template_spec)
     decode_ms: list[float] = []
     visuals: list[np.ndarray] = []
     for i in range(frames):

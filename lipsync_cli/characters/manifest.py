@@ -11,20 +11,28 @@ import tomllib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 import cv2
 import numpy as np
 
-from lipsync_cli.audio.loading import Resampler
 from lipsync_cli.errors import CharacterError, LipsyncError, RenderError
 from lipsync_cli.features.layouts import Layout
-from lipsync_cli.features.mel import PadMode
-from lipsync_cli.features.windows import WindowEnd, parse_fps
-from lipsync_cli.frames.pingpong import ping_pong
+from lipsync_cli.features.windows import parse_fps
 from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
 from lipsync_cli.models.sessions import read_signature
 from lipsync_cli.resources import bundled_dir
+from lipsync_cli.specs import (  # noqa: F401  (CropSpec, InputSpec, AudioSpec: also read from here)
+    AudioSpec,
+    Channel,
+    Color,
+    CropSpec,
+    InputSpec,
+    PadMode,
+    Resampler,
+    TemplateSpec,
+    WindowEnd,
+)
 
 MANIFEST = "character.toml"
 MIN_FPS, MAX_FPS = 1, 240
@@ -35,34 +43,6 @@ _SECTIONS = {
     "input": {"channels", "color", "mask"},
     "audio": {"pad_mode", "window_end", "resample"},
 }
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    size: int = 328  # the box is resized to size x size (cubic) ...
-    border: int = 4  # ... and the inner (size - 2 * border) square goes to the UNet
-
-    @property
-    def inner(self) -> int:
-        return self.size - 2 * self.border
-
-
-Color = Literal["bgr", "rgb"]
-Channel = Literal["reference", "masked"]
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    channels: tuple[Channel, Channel] = ("reference", "masked")
-    color: Color = "bgr"
-    mask: tuple[int, int, int, int] = (5, 5, 310, 305)  # x, y, w, h blacked out in the masked image
-
-
-@dataclass(frozen=True)
-class AudioSpec:
-    pad_mode: PadMode = "constant"
-    window_end: WindowEnd = "silence"
-    resample: Resampler = "soxr"  # what the training data went through: soxr (librosa.load) or polyphase
 
 
 @dataclass(frozen=True)
@@ -92,9 +72,14 @@ class Character:
     first_frame: int = 0  # the template frame of output frame 0 (the ping-pong walk starts there)
     protect: Path | None = None  # a folder of per-frame masks (N.png): pure blue or white pixels keep the template
 
+    @property
+    def template_spec(self) -> TemplateSpec:
+        return TemplateSpec(self.name, self.template, self.boxes, self.video.width, self.video.height,
+                            self.video.frames, self.crop, self.first_frame)
+
     def template_index(self, i: int) -> int:
         """The template frame of output frame i."""
-        return ping_pong(i + self.first_frame, self.video.frames)
+        return self.template_spec.index(i)
 
     def protect_mask(self, k: int, region: tuple[int, int, int, int]) -> np.ndarray | None:
         """Bool mask of the region (x0, y0, x1, y1) of template frame k: True where the template is kept."""

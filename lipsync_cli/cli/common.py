@@ -14,7 +14,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from lipsync_cli.cli import entry
+from lipsync_cli.cli import signals
 from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
 
 T = TypeVar("T")
@@ -87,7 +87,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 def run_reporting(work: Callable[[], T], debug: bool) -> T:
     """Run a command body; turn library errors into one line on stderr and their exit status."""
     try:
-        entry.start_work()
+        signals.start_work()
         with _sigterm_as_interrupt():
             return work()
     except typer.Exit:

@@ -7,18 +7,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import sys
 
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _interrupted() -> None:
-    sys.stderr.write("lipsync: error: interrupted\n")
-    sys.stderr.flush()
-    sys.exit(130)
+from lipsync_cli.cli import signals
 
 
 class _Tolerant(io.TextIOBase):
@@ -69,28 +60,8 @@ def main() -> None:
     os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     _streams()
-    global _deferring
-    _deferring = True
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda number, frame: _pending.append(number))
+    signals.defer()
     from lipsync_cli.cli.app import main as run
 
     run()
-    if _pending:  # e.g. --help: nothing started, nothing to stop
-        _interrupted()
-
-
-_deferring = False
-_pending: list[int] = []
-
-
-def start_work() -> None:
-    """Called as a command's work begins: signals from now on interrupt it; one held back does so now."""
-    global _deferring
-    if not _deferring:
-        return
-    _deferring = False
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _terminate)
-    if _pending:
-        raise KeyboardInterrupt
+    signals.end_deferred()

@@ -10,12 +10,11 @@ and gives the same frames, carrying the pre-emphasis state and the STFT context 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-PadMode = Literal["constant", "reflect"]
+from lipsync_cli.specs import PadMode
 
 SAMPLE_RATE = 16_000
 N_FFT = 800

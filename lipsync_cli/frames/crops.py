@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lipsync_cli.characters.manifest import CropSpec, InputSpec
+from lipsync_cli.specs import CropSpec, InputSpec
 
 
 def inner_crop(frame: np.ndarray, box: np.ndarray, crop: CropSpec) -> np.ndarray:

@@ -21,35 +21,35 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_cli.characters.manifest import Character
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import RenderError
 from lipsync_cli.frames.cache_file import EntryError, EntryWriter, Layout, MappedEntry, open_entry
 from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.template import TemplateFrame, prepare_parts, region_of
 from lipsync_cli.processes import process_exists
+from lipsync_cli.specs import TemplateSpec
 from lipsync_cli.stages import Cancelled
 
 DEFAULT_MEMORY = 256 * 2**20
 SUFFIX = ".frames"
 
 
-def template_layout(character: Character) -> Layout:
-    regions = np.array([region_of(b) for b in character.boxes])
-    return Layout(character.video.frames, even(character.video.height), even(character.video.width),
-                  character.crop.inner, int((regions[:, 3] - regions[:, 1]).max()),
+def template_layout(spec: TemplateSpec) -> Layout:
+    regions = np.array([region_of(b) for b in spec.boxes])
+    return Layout(spec.frames, even(spec.height), even(spec.width), spec.crop.inner,
+                  int((regions[:, 3] - regions[:, 1]).max()),
                   int((regions[:, 2] - regions[:, 0]).max()))
 
 
 class _State:
     """One template's frames: its mapped entry, and while frames are being prepared, the writer and decoder."""
 
-    def __init__(self, store: TemplateStore, key: str, character: Character, final: Path | None) -> None:
+    def __init__(self, store: TemplateStore, key: str, spec: TemplateSpec, final: Path | None) -> None:
         self.store, self.key, self.final = store, key, final
-        self.path, self.boxes, self.crop = character.template, character.boxes, character.crop
-        self.size = (character.video.width, character.video.height)
-        self.name = character.name
-        self.layout = template_layout(character)
+        self.path, self.boxes, self.crop = spec.path, spec.boxes, spec.crop
+        self.size = (spec.width, spec.height)
+        self.name = spec.name
+        self.layout = template_layout(spec)
         self.lock = threading.Lock()
         self.users = 0
         self.entry: MappedEntry | None = None
@@ -274,9 +274,9 @@ class TemplateStore:
             self.decodes[key] = self.decodes.get(key, 0) + 1
 
     # -- templates ---------------------------------------------------------------------------------
-    def key(self, character: Character) -> str:
+    def key(self, spec: TemplateSpec) -> str:
         """Names what the prepared frames depend on: the template's bytes, the boxes, the crop settings."""
-        path = Path(character.template)
+        path = Path(spec.path)
         st = path.stat()
         stat_key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
         digest = self._hashes.get(stat_key)
@@ -284,19 +284,20 @@ class TemplateStore:
             with open(path, "rb") as fh:
                 digest = hashlib.file_digest(fh, "sha256").hexdigest()
             self._hashes[stat_key] = digest
-        boxes = np.ascontiguousarray(character.boxes, np.int64)
+        boxes = np.ascontiguousarray(spec.boxes, np.int64)
         parts = [digest, hashlib.sha256(boxes.tobytes()).hexdigest(), str(boxes.shape),
-                 f"{character.crop.size}/{character.crop.border}", str(template_layout(character))]
+                 f"{spec.crop.size}/{spec.crop.border}", str(template_layout(spec))]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
-    def open(self, character: Character) -> Template:
-        key = self.key(character)
+    def open(self, template: TemplateSpec) -> Template:
+        """The prepared frames of a template (a character's `template_spec`)."""
+        key = self.key(template)
         with self._lock:
             state = self._states.get(key)
             if state is None:
                 directory = self.directory()
                 final = directory / f"{key}{SUFFIX}" if directory is not None else None
-                state = self._states[key] = _State(self, key, character, final)
+                state = self._states[key] = _State(self, key, template, final)
             state.users += 1
         return Template(self, state)
 

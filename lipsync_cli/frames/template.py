@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from lipsync_cli.characters.manifest import CropSpec
 from lipsync_cli.compositing.color_match import crop_ring
 from lipsync_cli.encoding.yuv import even, planes
 from lipsync_cli.frames.crops import inner_crop
-from lipsync_cli.frames.pingpong import ping_pong  # noqa: F401  (re-exported)
+from lipsync_cli.specs import CropSpec
 
 
 @dataclass(frozen=True)

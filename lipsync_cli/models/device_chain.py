@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import Blend, feather_mask
 from lipsync_cli.errors import InferenceError
 from lipsync_cli.frames.template import TemplateFrame
+from lipsync_cli.models.contracts import UNetContract
 from lipsync_cli.models.devices import Device
 from lipsync_cli.models.inference import MouthModel
 from lipsync_cli.models.processing import composite_inputs, prepare_inputs
+from lipsync_cli.specs import CropSpec, InputSpec
 
 
 @dataclass(frozen=True)
@@ -30,25 +31,26 @@ class RegionPlanes:
     v: np.ndarray
 
 
-def chain_supports(character: Character) -> bool:
+def chain_supports(contract: UNetContract) -> bool:
     """float32 models only: the shipped graphs make float32 inputs and read float32 patches."""
-    types = character.unet_contract.types
-    return all(t == "float32" for t in types.values())
+    return all(t == "float32" for t in contract.types.values())
 
 
 class DeviceChain:
     def __init__(self, unet: MouthModel, prepare: ort.InferenceSession, composite: ort.InferenceSession,
-                 character: Character, device: Device, batch: int, blend: Blend) -> None:
+                 spec: InputSpec, crop: CropSpec, device: Device, batch: int, blend: Blend, protected: bool = False
+                 ) -> None:
+        """`protected`: the character keeps some template pixels (protect masks), so the blend stays on the host."""
         self.unet, self.prepare, self.composite = unet, prepare, composite
-        self.character, self.device = character, device
+        self.device = device
         self.kind = "cuda" if device.is_cuda else "cpu"
         self.batch = unet.fixed_batch or batch
-        self.blends_here = blend in ("feather", "hard") and character.protect is None
-        inner = character.crop.inner
-        self._prepare_constants = {k: self._value(v) for k, v in prepare_inputs(character.input, inner).items()}
+        self.blends_here = blend in ("feather", "hard") and not protected
+        inner = crop.inner
+        self._prepare_constants = {k: self._value(v) for k, v in prepare_inputs(spec, inner).items()}
         mode: Blend = "hard" if blend == "hard" else "feather"
         self._composite_constants = {k: self._value(v) for k, v in composite_inputs(
-            character.input, character.crop, feather_mask(inner, mode), mode == "hard").items()}
+            spec, crop, feather_mask(inner, mode), mode == "hard").items()}
         self._bound: tuple[ort.IOBinding, ort.IOBinding] | None = None
         self.count = 0  # frames in the batch on the device
         self.first = 0  # the frame number of its first frame
@@ -60,7 +62,7 @@ class DeviceChain:
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.kind, self.device.index)
 
     def _allocate(self, crop_shape: tuple[int, ...], audio_shape: tuple[int, ...]) -> None:
-        b, size, contract = self.batch, self.unet.tail[-1], self.character.unet_contract
+        b, size, unet = self.batch, self.unet.tail[-1], self.unet
         self.crops = self._empty((b, *crop_shape), np.uint8)
         self.visual = self._empty((b, 6, *crop_shape[:2]), np.float32)
         self.audio = self._empty((b, *audio_shape), np.float32)
@@ -70,11 +72,11 @@ class DeviceChain:
         for name, value in self._prepare_constants.items():
             prepare.bind_ortvalue_input(name, value)
         prepare.bind_ortvalue_output("visual", self.visual)
-        unet = self.unet.session.io_binding()
-        unet.bind_ortvalue_input(contract.visual, self.visual)
-        unet.bind_ortvalue_input(contract.audio, self.audio)
-        unet.bind_ortvalue_output(contract.output, self.patches)
-        self._bound = (prepare, unet)
+        binding = unet.session.io_binding()
+        binding.bind_ortvalue_input(unet.visual, self.visual)
+        binding.bind_ortvalue_input(unet.audio, self.audio)
+        binding.bind_ortvalue_output(unet.output, self.patches)
+        self._bound = (prepare, binding)
 
     def run(self, crops: np.ndarray, features: np.ndarray) -> None:
         """Crops uint8 [n, H, W, 3] and audio features [n, ...] (n <= batch) -> patches on the device."""

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lipsync_cli.errors import InputError
+from lipsync_cli.errors import Busy, InputError
 from lipsync_cli.models.devices import Device, MemoryProbe
 
 Eviction = Literal["lfu", "lru"]
@@ -160,10 +160,13 @@ class ModelRegistry:
 
     # -- leases ------------------------------------------------------------------------------------
     @contextmanager
-    def lease(self, files: Sequence[Path], device: Device, name: str | None = None) -> Iterator[Lease]:
-        """The sessions of `files` on `device`, loaded if needed; never evicted while the lease is held."""
+    def lease(self, files: Sequence[Path], device: Device, name: str | None = None,
+              timeout: float | None = None) -> Iterator[Lease]:
+        """The sessions of `files` on `device`, loaded if needed; never evicted while the lease is held. While
+        the device's budget is held by other leases this waits for room: for ever, or `timeout` seconds, then
+        raises Busy."""
         key = (_files_key(files), device)
-        entry, mine = self._acquire(key, name)
+        entry, mine = self._acquire(key, name, timeout)
         if mine:
             self._load(key, entry)
         try:
@@ -179,8 +182,9 @@ class ModelRegistry:
         self._clock += 1
         return self._clock
 
-    def _acquire(self, key: tuple, name: str | None) -> tuple[_Entry, bool]:
+    def _acquire(self, key: tuple, name: str | None, timeout: float | None = None) -> tuple[_Entry, bool]:
         files, device = key
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if key not in self._stats:
                 self._stats[key] = ModelStats(name or files[-1].parent.name, tuple(str(f) for f in files),
@@ -204,6 +208,10 @@ class ModelRegistry:
                         self._entries[key] = entry
                         self._stats[key].requests += 1
                         return entry, True
+                if deadline is not None and time.monotonic() >= deadline:
+                    what = name or files[-1].parent.name
+                    raise Busy(f"{what}: the model budget of {device} stayed full for {timeout:g} s (every "
+                               f"loaded model is in use)")
                 self._cond.wait(_WAIT)
 
     def _estimate(self, key: tuple) -> int:

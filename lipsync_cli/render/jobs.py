@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 from lipsync_cli.audio.loading import AudioInfo
 from lipsync_cli.characters.manifest import Character
@@ -13,8 +13,8 @@ from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import Device, DeviceRequest
+from lipsync_cli.specs import WindowEnd
 
-WindowEnd = Literal["silence", "clamp"]
 BLENDS: tuple[Blend, ...] = ("match", "feather", "hard")
 MAX_BATCH = 1024
 CPU_BATCH, GPU_BATCH = 4, 32  # on a CPU bigger batches buy no speed, only memory (bench: 4 vs 16)

@@ -1,7 +1,8 @@
 """`plan(job, runtime)`: every check a render needs, before any work.
 
 The checks run cheapest first (options, audio, character, output path, encoder) and the device last, so a
-refused job has started no process and loaded no model.
+refused job has started no process and loaded no model. `resolve_character` and `resolve_device` are what
+a live session needs too; the file checks stay here.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.characters.manifest import MANIFEST, Character
 from lipsync_cli.encoding.ffmpeg import check_encoder, check_not_an_input, check_output_path
 from lipsync_cli.errors import InputError
+from lipsync_cli.models.devices import Device, DeviceRequest
 from lipsync_cli.models.sessions import default_threads
 from lipsync_cli.render.cores import share_cores
 from lipsync_cli.render.jobs import MAX_BATCH, RenderJob, RenderPlan, as_blend, as_window_end, default_batch
 from lipsync_cli.render.pipeline import frame_count
 from lipsync_cli.runtime import Runtime
+from lipsync_cli.specs import WindowEnd
 
 
 def default_output(audio: Path, character_name: str) -> Path:
@@ -43,20 +46,31 @@ def check_options(job: RenderJob) -> None:
         as_window_end(options.window_end)
 
 
+def resolve_character(runtime: Runtime, name_or_path: str, window_end: WindowEnd | None = None) -> Character:
+    """The character, fully checked (once per runtime), with a window end other than its own if asked."""
+    character = runtime.character(name_or_path)
+    if window_end is not None and window_end != character.audio.window_end:
+        character = replace(character, audio=replace(character.audio, window_end=window_end))
+    return character
+
+
+def resolve_device(runtime: Runtime, character: Character, request: DeviceRequest) -> tuple[Device, str | None]:
+    """Where the character's models run, and a notice when `auto` fell back to the CPU."""
+    return runtime.resolve(request, (character.audio_encoder, character.model), character.name)
+
+
 def plan(job: RenderJob, runtime: Runtime, renders: int = 1) -> RenderPlan:
     """Check `job` completely; raise an InputError naming the file or option at fault. `renders`: how many
     renders will run at once on its device (they share the cores)."""
     check_options(job)
     encode = job.options.encode.checked()
     audio = probe_audio(job.audio)
-    character = runtime.character(job.character)
-    if job.options.window_end is not None and job.options.window_end != character.audio.window_end:
-        character = replace(character, audio=replace(character.audio, window_end=job.options.window_end))
+    character = resolve_character(runtime, job.character, job.options.window_end)
     output = job.output or default_output(job.audio, character.name)
     check_not_an_input(output, job_inputs(job.audio, character))
     output = check_output_path(output, job.options.overwrite)
     check_encoder(encode)
-    device, notice = runtime.resolve(job.options.device, (character.audio_encoder, character.model), character.name)
+    device, notice = resolve_device(runtime, character, job.options.device)
     share = share_cores(device, default_threads(), renders)
     if encode.codec == "libx264" and not encode.threads:
         encode = replace(encode, threads=share.x264)

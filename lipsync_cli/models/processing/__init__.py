@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_cli.characters.manifest import CropSpec, InputSpec
+from lipsync_cli.specs import CropSpec, InputSpec
 
 FOLDER = Path(__file__).resolve().parent
 PREPARE = FOLDER / "prepare.onnx"
