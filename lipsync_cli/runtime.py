@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lipsync_cli.characters.manifest import Character, find_character, load_character
 from lipsync_cli.errors import DeviceError
@@ -71,6 +72,8 @@ class Runtime:
         self._devices: tuple[Device, ...] | None = None
         self._devices_notice: str | None = None
         self._characters: dict[tuple, Character] = {}
+        self._shared: dict[object, list] = {}  # key -> [object, users, lock]
+        self._shared_lock = threading.Lock()
 
     def notify(self, message: str) -> None:
         with self._lock:
@@ -153,7 +156,39 @@ class Runtime:
             self._characters[key] = character
         return character
 
+    # -- shared objects ----------------------------------------------------------------------------
+    def acquire_shared(self, key: object, make: Callable[[], Any]) -> Any:
+        """One object per key for as long as anyone holds it: made by the first, closed after the last
+        `release_shared`. Making one (loading a model) blocks only those who want the same key."""
+        with self._shared_lock:
+            entry = self._shared.get(key)
+            if entry is None:
+                entry = self._shared[key] = [None, 0, threading.Lock()]
+            entry[1] += 1
+        try:
+            with entry[2]:
+                if entry[0] is None:
+                    entry[0] = make()
+                return entry[0]
+        except BaseException:
+            self.release_shared(key)
+            raise
+
+    def release_shared(self, key: object) -> None:
+        with self._shared_lock:
+            entry = self._shared[key]
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del self._shared[key]
+        if entry[0] is not None:
+            entry[0].close()
+
     def close(self) -> None:
+        for key in list(self._shared):
+            obj = self._shared.pop(key)[0]
+            if obj is not None:
+                obj.close()
         self.templates.close()
         self.registry.close()
         with self._lock:

@@ -12,7 +12,6 @@ selectable for models trained that way.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ import numpy as np
 import soundfile as sf
 
 from lipsync_cli.audio import ffmpeg_decode
+from lipsync_cli.audio.resample import StreamResampler, resampled_length
 from lipsync_cli.errors import AudioError
 from lipsync_cli.specs import Resampler
 from lipsync_cli.stages import regroup
 
 RESAMPLERS: tuple[Resampler, ...] = ("soxr", "polyphase")
 
-TARGET_RATE = 16_000
 CHUNK_SAMPLES = 10_240  # 640 ms at 16 kHz
 MIN_RATE, MAX_RATE = 8_000, 192_000
 MAX_CHANNELS = 8  # what AAC can carry into the output file
@@ -50,17 +49,11 @@ class AudioInfo:
     @property
     def samples_16k(self) -> int:
         """Length after resampling to 16 kHz: ceil(frames * 16000 / rate), for either resampler."""
-        up, down = _ratio(self.sample_rate)
-        return math.ceil(self.frames * up / down)
+        return resampled_length(self.frames, self.sample_rate)
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
-
-
-def _ratio(rate: int) -> tuple[int, int]:
-    g = math.gcd(TARGET_RATE, rate)
-    return TARGET_RATE // g, rate // g
 
 
 def _open(path: Path) -> sf.SoundFile | None:
@@ -191,53 +184,15 @@ def _source_blocks(info: AudioInfo, block: int) -> Iterator[np.ndarray]:
             yield _mono(data)
 
 
-def _soxr_blocks(info: AudioInfo) -> Iterator[np.ndarray]:
-    import soxr
-
-    stream = soxr.ResampleStream(info.sample_rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
-    produced = 0
-    source = _source_blocks(info, _SCAN_BLOCK)
-    block = next(source, None)
-    while block is not None:
-        following = next(source, None)
-        out = stream.resample_chunk(block, last=following is None)
-        produced += len(out)
+def _resampled_blocks(info: AudioInfo, resampler: Resampler = "soxr") -> Iterator[np.ndarray]:
+    stream = StreamResampler(info.sample_rate, resampler)
+    for block in _source_blocks(info, _SCAN_BLOCK):
+        out = stream.push(block)
         if len(out):
             yield out
-        block = following
-    if produced < info.samples_16k:  # librosa.load pads soxr's output to its ceil length with zeros
-        yield np.zeros(info.samples_16k - produced, np.float32)
-
-
-def _resampled_blocks(info: AudioInfo, resampler: Resampler = "soxr") -> Iterator[np.ndarray]:
-    up, down = _ratio(info.sample_rate)
-    if up == down:
-        yield from _source_blocks(info, _SCAN_BLOCK)
-        return
-    if resampler == "soxr":
-        yield from _soxr_blocks(info)
-        return
-    from scipy.signal import resample_poly  # imported only when needed: scipy.signal takes a second to load
-
-    # resample_poly's FIR reaches half_len samples of the up-sampled signal either side of an output sample.
-    half_len = 10 * max(up, down)
-    margin = math.ceil((math.ceil(half_len / up) + 2) / down) * down
-    step = max(1, _SCAN_BLOCK // down) * down  # input samples per block; a multiple of down keeps phase
-    n, n_out = info.frames, info.samples_16k
-    buf = np.zeros(0, np.float32)
-    buf_start = 0
-    source = _source_blocks(info, step)
-    for a in range(0, n, step):
-        b = min(n, a + step)
-        lo, hi = max(0, a - margin), min(n, b + margin)
-        while buf_start + len(buf) < hi:
-            buf = np.concatenate([buf, next(source)])
-        buf = buf[lo - buf_start :]
-        buf_start = lo
-        y = resample_poly(buf[: hi - lo], up, down).astype(np.float32, copy=False)
-        k0, k1 = a * up // down, (n_out if b == n else b * up // down)
-        off = lo * up // down
-        yield y[k0 - off : k1 - off]
+    rest = stream.finish()
+    if len(rest):
+        yield rest
 
 
 def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES, resampler: Resampler = "soxr") -> Iterator[np.ndarray]:
