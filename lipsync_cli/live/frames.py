@@ -21,7 +21,7 @@ class LiveOptions:
     jitter_ms: float = 200.0  # with latency_ms None: L = look-ahead + compute_ms + jitter_ms
     ahead_ms: float = 20_000.0  # audio queued ahead of the clock past this is refused
     idle_after_ms: float = 1_000.0  # an utterance whose audio stops this long without a flush ends
-    fade_frames: int = 3  # speech -> idle: the model on silence, cross-faded to the template over this many
+    fade_frames: int = 3  # frames of cross-fade between speech and the template, both ways (0: none)
     blend: Blend = "match"
     device: DeviceRequest = DeviceRequest("auto")
     batch_frames: int | None = None  # most frames per UNet call (None: the device's default batch)

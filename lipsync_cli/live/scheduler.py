@@ -39,6 +39,7 @@ class _Request:
     features: np.ndarray = field(compare=False)
     index: int = field(compare=False)
     done: Done = field(compare=False)
+    owner: int = field(compare=False, default=0)
     submitted: float = field(compare=False, default=0.0)
 
 
@@ -52,13 +53,14 @@ class UNetScheduler:
         self._seq = itertools.count()
         self._closed = False
         self.batches: Counter[int] = Counter()  # batch size -> calls
+        self.shared_calls = 0  # calls with the frames of more than one owner (session)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, frame: TemplateFrame, inputs: np.ndarray, features: np.ndarray, index: int, deadline: float,
-               done: Done) -> None:
+               done: Done, owner: int = 0) -> None:
         """Ask for frame `index`'s patch; `done` is called on the scheduler's thread."""
-        request = _Request(deadline, next(self._seq), frame, inputs, features, index, done, time.monotonic())
+        request = _Request(deadline, next(self._seq), frame, inputs, features, index, done, owner, time.monotonic())
         with self._cond:
             if self._closed:
                 raise RuntimeError("the UNet scheduler is closed")
@@ -94,6 +96,7 @@ class UNetScheduler:
                 return
             started = time.monotonic()
             self.batches[len(batch)] += 1
+            self.shared_calls += len({r.owner for r in batch}) > 1
             try:
                 outcomes: list[Patch | BaseException] = list(self._call(batch))
             except Exception as exc:  # one frame may have broken the call: isolate it

@@ -152,9 +152,10 @@ class LiveSession:
             now = self.clock()
             u = self._open()
             if u is None:
-                start = max(self._frame_at(now), self._decided, self._floor,
-                            *(e for e in (v.end() for v in self._utterances) if e is not None))
+                ends = [e for e in (v.end() for v in self._utterances) if e is not None]
+                start = max(self._frame_at(now), self._decided, self._floor, *ends)
                 u = Utterance(start, self.character, self.options.rate, self._renderer.encode)
+                u.fades_in = start > 0 and start not in ends
             ahead = u.head_seconds() + len(x) / self.options.rate - (now - self.t0)
             if ahead * 1000 > self.options.ahead_ms:
                 raise Overrun(f"audio queued {ahead:.1f} s ahead of the stream, past the limit of "
@@ -342,7 +343,9 @@ class LiveSession:
                     break
                 _, features, need_at = u.ready.popleft()
                 own, underrun = u.own_audio_time(k)
-                slot = _Slot(k, self._generation, True, u.audio_of(k), features, drawn=True,
+                fade_in = self.options.fade_frames if u.fades_in else 0
+                fade = 1 - (k - u.start + 1) / (fade_in + 1) if k - u.start < fade_in else 0.0
+                slot = _Slot(k, self._generation, True, u.audio_of(k), features, drawn=True, fade=fade,
                              own_at=need_at if own is None else own, need_at=need_at, underrun=underrun)
                 if underrun:
                     self._counts["underrun_frames"] += 1
@@ -384,7 +387,7 @@ class LiveSession:
                 self._cond.notify_all()
 
         slot.submitted = self.clock()
-        self._scheduler.submit(slot.frame, inputs, features, slot.index, self.due(slot.index), done)
+        self._scheduler.submit(slot.frame, inputs, features, slot.index, self.due(slot.index), done, id(self))
 
     def _silence_features(self) -> np.ndarray:
         """The UNet's audio input for digital silence (fades to idle draw the mouth at rest)."""

@@ -40,6 +40,7 @@ class Utterance:
         self.flushed = False
         self.frames: int | None = None  # known once flushed
         self.filled_since: float | None = None  # silence filled in without a break since then
+        self.fades_in = False  # it follows idle frames: its first frames cross-fade from the template
         # the worker's own
         self.finished = False
         self.ready: deque[tuple[int, np.ndarray, float]] = deque()  # (local frame, features, when complete)

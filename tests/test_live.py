@@ -1,0 +1,240 @@
+"""Live sessions (design.md section 13): the frames of a render, whatever the chunks; idle frames in gaps;
+underruns; the buffer ahead; interrupt; several sessions on one runtime. The clock is a fake one the test
+moves, so nothing here depends on how fast the machine is."""
+
+import numpy as np
+import pytest
+
+from lipsync_cli.audio.loading import read_audio
+from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.characters.manifest import load_character
+from lipsync_cli.errors import InputError
+from lipsync_cli.live import LiveSession
+from lipsync_cli.live.session import Overrun
+
+from .live_helpers import FakeClock, chunks, options, rendered, take
+from .models import character_with, synctalk_unet
+
+
+@pytest.fixture(scope="module")
+def synctalk(tmp_path_factory):
+    return load_character(character_with(tmp_path_factory.mktemp("st"), "synctalk", unet=synctalk_unet()))
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    """1.3 s of speech-like audio at 16 and 44.1 kHz."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("speech")
+    out = {}
+    for rate in (16000, 44100):
+        path = folder / f"speech_{rate}.wav"
+        sf.write(path, speech_like(1.3, rate=rate, seed=3), rate, subtype="FLOAT")
+        out[rate] = path
+    return out
+
+
+def session_frames(runtime, character, path, rate, chunk_ms, clock=None, paced=False, **kw):
+    """Push the file's samples in chunks (at real-time pace on the fake clock when `paced`), flush, and take
+    as many frames as the render of the file has."""
+    import soundfile as sf
+
+    x, file_rate = sf.read(path, dtype="float32")
+    assert file_rate == rate
+    clock = clock or FakeClock()
+    with LiveSession(runtime, character, options(rate=rate, **kw), clock=clock) as session:
+        size = max(1, round(rate * chunk_ms / 1000))
+        for part in chunks(x, size):
+            session.push(part)
+            if paced:
+                clock.advance(len(part) / rate)
+        session.flush()
+        return session, take(session, expected_frames(character, path))
+
+
+def expected_frames(character, path):
+    from lipsync_cli.audio.loading import probe_audio
+    from lipsync_cli.render.pipeline import frame_count
+
+    return frame_count(character, probe_audio(path))
+
+
+@pytest.mark.parametrize(("rate", "chunk_ms"), [(16000, 1), (16000, 17), (16000, 640), (16000, 1000),
+                                                (44100, 17), (44100, 1000)])
+def test_a_session_gives_the_frames_of_a_render_whatever_the_chunks(runtime, alice, speech, rate, chunk_ms):
+    reference = rendered(alice, speech[rate], runtime)
+    _, frames = session_frames(runtime, alice, speech[rate], rate, chunk_ms)
+    assert [f.index for f in frames] == list(range(len(reference)))
+    assert all(f.speech and f.generation == 0 for f in frames)
+    for ours, theirs in zip(frames, reference, strict=True):
+        assert np.array_equal(ours.image, theirs), ours.index
+    audio = np.concatenate([f.audio for f in frames])
+    x16 = read_audio(speech[rate])
+    assert np.array_equal(audio[: len(x16)], x16) and not audio[len(x16) :].any()  # the sent audio, resampled
+
+
+@pytest.mark.parametrize("chunk_ms", [17, 1000])
+def test_a_synctalk_layout_session_gives_the_frames_of_a_render(runtime, synctalk, speech, chunk_ms):
+    reference = rendered(synctalk, speech[16000], runtime)
+    _, frames = session_frames(runtime, synctalk, speech[16000], 16000, chunk_ms)
+    assert all(np.array_equal(f.image, r) for f, r in zip(frames, reference, strict=True))
+
+
+def test_audio_arriving_at_real_time_pace_changes_nothing(runtime, alice, speech):
+    """The timeline stays contiguous while the client keeps up, so arrival times do not matter."""
+    reference = rendered(alice, speech[16000], runtime)
+    session, frames = session_frames(runtime, alice, speech[16000], 16000, 40, paced=True)
+    assert all(np.array_equal(f.image, r) for f, r in zip(frames, reference, strict=True))
+    assert session.stats().underrun_frames == 0
+    parts = frames[-1].latency
+    assert parts is not None and min(parts.lookahead, parts.queueing, parts.inference, parts.composite) >= 0
+
+
+def gap_then_speech(runtime, alice, fade_frames):
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(fade_frames=fade_frames), clock=clock) as session:
+        session.push(speech_like(0.4, seed=1))
+        session.flush()
+        clock.advance(1.01)
+        session.push(speech_like(0.2, seed=2))
+        session.flush()
+        return take(session, 31)
+
+
+def test_speech_after_idle_frames_fades_in_from_the_template(runtime, alice):
+    faded, plain = gap_then_speech(runtime, alice, 3), gap_then_speech(runtime, alice, 0)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(faded[:10], plain[:10], strict=True))
+    assert [np.array_equal(a.image, b.image) for a, b in zip(faded[26:], plain[26:], strict=True)] == \
+        [False, False, False, True, True]
+
+
+def test_gaps_are_idle_frames_and_the_next_speech_starts_at_the_next_frame(runtime, alice):
+    clock = FakeClock()
+    template = runtime.templates.open(alice.template_spec)
+    with template, LiveSession(runtime, alice, options(fade_frames=3), clock=clock) as session:
+        session.push(speech_like(0.4, seed=1))  # 10 frames at 25 fps
+        session.flush()
+        speech = take(session, 10)
+        assert all(f.speech for f in speech)
+        clock.advance(1.0)  # frames up to 24 have begun, with no audio: 3 fading, then idle
+        gap = take(session, 15)
+        assert [f.index for f in gap] == list(range(10, 25)) and not any(f.speech for f in gap)
+        for f in gap[3:]:
+            assert np.array_equal(f.image, template.frame(alice.template_index(f.index)).i420)
+            assert not f.audio.any() and len(f.audio) == 640
+        fading = [np.abs(f.image.astype(int) - template.frame(alice.template_index(f.index)).i420).sum()
+                  for f in gap[:3]]
+        assert fading[0] > fading[1] > fading[2] > 0  # the cross-fade to the template
+        clock.advance(0.01)  # stream time 1.01 s: the next audio starts at frame 26
+        session.push(speech_like(0.2, seed=2))
+        session.flush()
+        more = take(session, 6)
+        assert [(f.index, f.speech) for f in more] == [(25, False)] + [(k, True) for k in range(26, 31)]
+        assert session.stats().underruns == 0
+
+
+def test_late_audio_mid_utterance_is_an_underrun_filled_with_silence(runtime, alice):
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(latency_ms=600, compute_ms=150), clock=clock) as session:
+        session.push(speech_like(0.4, seed=1))  # no flush: the client will be late with the rest
+        early = take(session, 5)  # the frames whose windows the audio so far completes
+        assert all(not f.underrun for f in early)
+        clock.advance(1.0)  # frame k may wait until 0.6 + k / 25 - 0.15 s: frames 5 to 13 get silence
+        late = take(session, 9)
+        assert [f.index for f in late] == list(range(5, 14)) and all(f.speech for f in late)
+        assert [f.underrun for f in late] == [False] * 5 + [True] * 4  # frames 10 on: their own audio is late
+        assert session.next_frame(timeout=0.3) is None  # frame 14 can still wait for its audio
+        stats = session.stats()
+        assert stats.underruns == 1 and stats.underrun_frames >= 1
+        session.push(speech_like(0.4, seed=2))  # the client catches up: the same utterance goes on
+        session.flush()
+        assert take(session, 1)[0].index == late[-1].index + 1
+
+
+def test_audio_past_the_buffer_ahead_is_refused_and_the_session_goes_on(runtime, alice):
+    with LiveSession(runtime, alice, options(ahead_ms=1000), clock=FakeClock()) as session:
+        session.push(speech_like(0.8, seed=1))
+        with pytest.raises(Overrun, match=r"1\.3 s ahead of the stream, past the limit of 1 s"):
+            session.push(speech_like(0.5, seed=2))
+        assert 0.15 < session.room() < 0.25
+        session.flush()
+        assert [f.index for f in take(session, 20)] == list(range(20))
+
+
+def test_bad_options_and_audio_are_refused(runtime, alice):
+    with pytest.raises(InputError, match="audio rate must be 8000 to 48000 Hz, not 96000"):
+        LiveSession(runtime, alice, options(rate=96000))
+    with pytest.raises(InputError, match=r"latency 100 ms is below what alice needs: \d+ ms"):
+        LiveSession(runtime, alice, options(latency_ms=100))
+    with LiveSession(runtime, alice, options(), clock=FakeClock()) as session:
+        with pytest.raises(InputError, match="NaN or infinite"):
+            session.push(np.array([0.0, np.nan], np.float32))
+
+
+def test_interrupt_fences_the_old_generation_and_the_next_frame_is_idle(runtime, alice):
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(), clock=clock) as session:
+        session.push(speech_like(2.0, seed=1))
+        session.flush()
+        first = take(session, 5)
+        assert [f.generation for f in first] == [0] * 5
+        interruption = session.interrupt()
+        assert (interruption.generation, interruption.first_frame) == (1, 5)
+        clock.advance(0.3)  # frames up to 7 have begun
+        session.push(speech_like(0.5, seed=2))  # new speech after the barge-in
+        session.flush()
+        after = take(session, 10)
+        assert [f.index for f in after] == list(range(5, 15))  # the frame index goes on
+        assert all(f.generation == 1 for f in after)
+        assert [f.speech for f in after[:3]] == [False, False, False] and all(f.speech for f in after[3:])
+
+
+def test_two_characters_interleaved_on_one_runtime_each_equal_their_own_render(runtime, alice, synctalk, speech,
+                                                                               tmp_path):
+    import soundfile as sf
+
+    other = tmp_path / "other.wav"
+    sf.write(other, speech_like(1.1, seed=8), 16000, subtype="FLOAT")
+    expected = {"alice": rendered(alice, speech[16000], runtime), "synctalk": rendered(synctalk, other, runtime)}
+    audio = {"alice": read_audio(speech[16000]), "synctalk": read_audio(other)}
+    sessions = {"alice": LiveSession(runtime, alice, options(), clock=FakeClock()),
+                "synctalk": LiveSession(runtime, synctalk, options(), clock=FakeClock())}
+    try:
+        got = {name: [] for name in sessions}
+        for a in range(0, 20000, 1600):  # interleaved pushes and reads
+            for name, session in sessions.items():
+                session.push(audio[name][a : a + 1600])
+                while (frame := session.next_frame(timeout=0.05)) is not None:
+                    got[name].append(frame)
+        for name, session in sessions.items():
+            session.flush()
+            got[name] += take(session, len(expected[name]) - len(got[name]))
+            assert all(np.array_equal(f.image, r) for f, r in zip(got[name], expected[name], strict=True)), name
+    finally:
+        for session in sessions.values():
+            session.close()
+
+
+def test_micro_batched_frames_equal_unbatched_ones(runtime, alice, speech):
+    """Two sessions of one character share UNet calls (frames of both in one call) and still give exactly the
+    frames of a render, which batches nothing across streams."""
+    reference = rendered(alice, speech[16000], runtime)
+    x = read_audio(speech[16000])
+    kw = dict(batch_frames=8, batch_wait_ms=100)
+    with LiveSession(runtime, alice, options(**kw), clock=FakeClock()) as a, \
+            LiveSession(runtime, alice, options(**kw), clock=FakeClock()) as b:
+        assert a._scheduler is b._scheduler  # one scheduler per character and device
+        for part in chunks(x, 3200):
+            a.push(part)
+            b.push(part)
+        a.flush()
+        b.flush()
+        frames_a, frames_b = take(a, len(reference)), take(b, len(reference))
+        assert a._scheduler.shared_calls > 0
+    for fa, fb, r in zip(frames_a, frames_b, reference, strict=True):
+        assert np.array_equal(fa.image, r) and np.array_equal(fb.image, r)
+    with LiveSession(runtime, alice, options(micro_batching=False), clock=FakeClock()) as alone:
+        alone.push(x)
+        alone.flush()
+        assert all(np.array_equal(f.image, r) for f, r in zip(take(alone, len(reference)), reference, strict=True))
