@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, render, validate_mel
+from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, live, render, validate_mel
 from lipsync_cli.cli.cache import cache_app
 from lipsync_cli.cli.help import PlainHelp, example
 
@@ -41,6 +41,9 @@ app.command("render", cls=PlainHelp, epilog=example(
     "lipsync render lessons/ 'dub/*.flac' -c alice --output-dir out"))(render.render_command)
 app.command("batch", cls=PlainHelp, epilog=example(
     "lipsync batch jobs.csv --output-dir out --keep-going --report report.json"))(batch.batch_command)
+app.command("live", cls=PlainHelp, epilog=example(
+    "lipsync live speech.wav -c alice --to rtmp://localhost/live/alice",
+    "tts --pcm | lipsync live - -c alice --rate 24000 --to out.ts"))(live.live_command)
 app.add_typer(characters.characters_app, name="characters")
 app.command("inspect", cls=PlainHelp, epilog=example("lipsync inspect speech_alice.mp4 -c alice"))(
     inspect_command.inspect_command)

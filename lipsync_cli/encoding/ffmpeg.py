@@ -124,15 +124,16 @@ def check_not_an_input(target: Path, inputs: dict[Path, str]) -> None:
     InputIndex(inputs).check(target)
 
 
-def check_output_path(target: Path, overwrite: bool) -> Path:
-    """Refuse an output that cannot or must not be written, before any work."""
+def check_output_path(target: Path, overwrite: bool, containers: dict[str, str] = CONTAINERS) -> Path:
+    """Refuse an output that cannot or must not be written, before any work (`containers`: the extensions
+    allowed)."""
     target = Path(target)
     if target.is_symlink() and not target.exists():
         raise OutputError(f"{target}: is a symbolic link to a missing file; give a plain file name")
     if target.is_dir():
         raise OutputError(f"{target}: is a directory; give a file name such as {target / 'out.mp4'}")
-    if target.suffix.lower() not in CONTAINERS:
-        raise OutputError(f"{target}: the output must be a {', '.join(CONTAINERS)} file")
+    if target.suffix.lower() not in containers:
+        raise OutputError(f"{target}: the output must be a {', '.join(containers)} file")
     if target.exists() and not overwrite:
         raise OutputExists(f"{target}: exists")
     parent = target.parent if str(target.parent) else Path(".")
@@ -160,6 +161,26 @@ def check_encoder(settings: EncodeSettings) -> None:
         lines = [re.sub(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*", "", line).strip() for line in done.stderr.splitlines()]
         lines = [line for line in lines if line]
         raise InputError(f"{settings.codec}: this ffmpeg cannot encode with it here: {' | '.join(lines[:2])}")
+
+
+def publish_file(temp: Path, target: Path, overwrite: bool) -> Path:
+    """Move a finished temporary file to its target name; never replaces an existing file unless told to."""
+    if overwrite:
+        os.replace(temp, target)
+        return target
+    try:
+        os.link(temp, target)  # fails if the target appeared meanwhile
+    except FileExistsError:
+        temp.unlink(missing_ok=True)
+        raise OutputExists(f"{target}: appeared during the render") from None
+    except OSError:  # file systems without hard links
+        if target.exists():
+            temp.unlink(missing_ok=True)
+            raise OutputExists(f"{target}: exists") from None
+        os.replace(temp, target)
+        return target
+    temp.unlink(missing_ok=True)
+    return target
 
 
 class VideoWriter:
@@ -262,22 +283,7 @@ class VideoWriter:
 
     def publish(self, overwrite: bool) -> Path:
         """Move the finished file to the target name; never replaces an existing file unless told to."""
-        if overwrite:
-            os.replace(self.temp, self.target)
-            return self.target
-        try:
-            os.link(self.temp, self.target)  # fails if the target appeared meanwhile
-        except FileExistsError:
-            self._remove_temp()
-            raise OutputExists(f"{self.target}: appeared during the render") from None
-        except OSError:  # file systems without hard links
-            if self.target.exists():
-                self._remove_temp()
-                raise OutputExists(f"{self.target}: exists") from None
-            os.replace(self.temp, self.target)
-            return self.target
-        self._remove_temp()
-        return self.target
+        return publish_file(self.temp, self.target, overwrite)
 
     def abort(self) -> None:
         """Stop ffmpeg and remove the temporary file (idempotent)."""
