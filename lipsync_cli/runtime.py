@@ -174,6 +174,10 @@ class Runtime:
             self.release_shared(key)
             raise
 
+    def shared_objects(self) -> list[Any]:
+        with self._shared_lock:
+            return [entry[0] for entry in self._shared.values() if entry[0] is not None]
+
     def release_shared(self, key: object) -> None:
         with self._shared_lock:
             entry = self._shared[key]

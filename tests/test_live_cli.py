@@ -122,3 +122,18 @@ def test_late_frames_are_written_at_once_and_reported_late(runtime, alice):
         clock.advance(frame.due + 0.25)
         out = Recorder(clock)
         assert paced(out, frame, clock, lambda s: pytest.fail("slept")) == pytest.approx(0.25)
+
+
+def test_bench_live_gives_every_figure(tmp_path):
+    import json
+
+    out = tmp_path / "live.json"
+    done = subprocess.run([*LIPSYNC, "bench", "--live", "40", "--in-flight", "1,2", "--seconds", "0.6", "-d", "cpu",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    (row,) = data["latency"]
+    assert row["chunk_ms"] == 40 and row["frames"] == 15 and row["total_p50_ms"] > row["lookahead_ms"] > 0
+    assert set(data["aggregate_fps"]) == {"micro-batched", "separate"}
+    assert all(fps > 0 for values in data["aggregate_fps"].values() for fps in values.values())
+    assert "latency p50/p95 ms" in done.stdout

@@ -7,7 +7,7 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, live, render, validate_mel
+from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, live, render, serve, validate_mel
 from lipsync_cli.cli.cache import cache_app
 from lipsync_cli.cli.help import PlainHelp, example
 
@@ -44,6 +44,9 @@ app.command("batch", cls=PlainHelp, epilog=example(
 app.command("live", cls=PlainHelp, epilog=example(
     "lipsync live speech.wav -c alice --to rtmp://localhost/live/alice",
     "tts --pcm | lipsync live - -c alice --rate 24000 --to out.ts"))(live.live_command)
+app.command("serve", cls=PlainHelp, epilog=example(
+    "lipsync serve --characters ./characters --max-sessions 8",
+    "LIPSYNC_TOKEN=... lipsync serve --host 0.0.0.0"))(serve.serve_command)
 app.add_typer(characters.characters_app, name="characters")
 app.command("inspect", cls=PlainHelp, epilog=example("lipsync inspect speech_alice.mp4 -c alice"))(
     inspect_command.inspect_command)

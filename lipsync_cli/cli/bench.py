@@ -57,6 +57,10 @@ def bench_command(
     in_flight: Annotated[str, typer.Option("--in-flight", metavar="LIST",
                                            help="Renders at once for the aggregate speed, e.g. 1,2,4; "
                                            "'none' skips it.")] = "1,2,4",
+    live: Annotated[str | None, typer.Option("--live", metavar="CHUNKS_MS", help="Instead: live sessions' latency "
+                                             "with audio in chunks of these sizes (e.g. 20,40,640) and the frame "
+                                             "rate of --in-flight sessions at once, micro-batched and not.",
+                                             show_default=False)] = None,
     json_path: Annotated[Path | None, typer.Option("--json", metavar="FILE",
                                                    help="Also write the figures to this JSON file.",
                                                    show_default=False)] = None,
@@ -76,6 +80,10 @@ def bench_command(
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         if batch is not None:
             _batch_bench(batch, character or "alice", request, json_path)
+            return
+        if live is not None:
+            folder = realistic_character(dtype=dtype) if model == "realistic" else (character or "alice")
+            _live_bench(folder, request, live, levels, seconds, blend, json_path)
             return
         folder = realistic_character(dtype=dtype) if model == "realistic" else (character or "alice")
         char = load_character(folder)
@@ -185,3 +193,35 @@ def _batch_bench(count: int, character: str, request, json_path: Path | None) ->
     if json_path is not None:
         json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         console.print(f"figures written to {json_path}")
+
+
+def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str, json_path: Path | None) -> None:
+    from lipsync_cli.bench.live import live_bench
+    from lipsync_cli.live import LiveOptions
+    from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+    try:
+        sizes = [float(v) for v in chunks.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--live takes chunk sizes in ms such as 20,40,640, not {chunks!r}") from None
+    if not sizes or min(sizes) <= 0:
+        raise InputError(f"--live takes positive chunk sizes in ms, not {chunks!r}")
+    with Runtime(RuntimeConfig(devices=str(request) if request.kind != "auto" else "auto")) as runtime:
+        character = runtime.character(folder)
+        settle_heap()
+        data = live_bench(runtime, character, LiveOptions(device=request, blend=as_blend(blend)), sizes,
+                          levels or [1], seconds, lambda s: err_console.print(f"bench: {s}", soft_wrap=True))
+    table = Table(title=f"live sessions of {character.name} on {request}")
+    for column in ("chunk ms", "budget ms", "latency p50/p95 ms", "look-ahead", "queueing", "UNet", "composite",
+                   "underruns", "late"):
+        table.add_column(column, justify="right")
+    for row in data["latency"]:
+        table.add_row(f"{row['chunk_ms']:g}", f"{row['latency_budget_ms']:.0f}",
+                      f"{row['total_p50_ms']:.0f} / {row['total_p95_ms']:.0f}", f"{row['lookahead_ms']:.0f}",
+                      f"{row['queueing_ms']:.0f}", f"{row['inference_ms']:.0f}", f"{row['composite_ms']:.0f}",
+                      str(row["underrun_frames"]), str(row["late_frames"]))
+    console.print(table)
+    for key, values in data["aggregate_fps"].items():
+        console.print(f"{key}: " + ", ".join(f"{n} sessions {fps:.1f} fps" for n, fps in values.items()))
+    if json_path is not None:
+        json_path.write_text(json.dumps(data, indent=2))

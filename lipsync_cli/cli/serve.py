@@ -1,0 +1,68 @@
+"""`lipsync serve`: the live server (WebSocket protocol v1, the browser page, health and metrics)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lipsync_cli.cli.batching import MaxMemory, MaxModels, parse_size
+from lipsync_cli.cli.common import Debug, err_console, run_reporting
+from lipsync_cli.runtime import Runtime
+from lipsync_cli.serve.config import ServeConfig, load_toml, token_from_env
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option("--host", metavar="ADDRESS", help="Address to listen on "
+                                             "[default: 127.0.0.1]; beyond this machine needs --token or --no-auth.",
+                                             show_default=False)] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p", metavar="PORT", help="Port [default: 8080].",
+                                             show_default=False)] = None,
+    characters: Annotated[list[str] | None, typer.Option("--characters", metavar="DIR", help="A folder of characters "
+                                                         "to serve (repeatable) [default: ./characters and the "
+                                                         "bundled ones].", show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", metavar="LIST", help="auto, cpu, cuda:0,cuda:1 or "
+                                                "cuda:all [default: auto].", show_default=False)] = None,
+    max_sessions: Annotated[int | None, typer.Option("--max-sessions", metavar="N", help="Live sessions at once, in "
+                                                     "total [default: 4].", show_default=False)] = None,
+    max_sessions_per_device: Annotated[int | None, typer.Option("--max-sessions-per-device", metavar="N",
+                                                                help="Live sessions at once on one device "
+                                                                "[default: --max-sessions].", show_default=False)
+                                       ] = None,
+    max_models: MaxModels = None,
+    max_memory: MaxMemory = None,
+    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="Clients must send this token "
+                                              "(default: $LIPSYNC_TOKEN).", show_default=False)] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow listening beyond this machine without a token."
+                                          )] = False,
+    allow_origin: Annotated[list[str] | None, typer.Option("--allow-origin", metavar="ORIGIN", help="A page origin "
+                                                           "allowed besides the server's own (repeatable; * for "
+                                                           "any).", show_default=False)] = None,
+    session_max_seconds: Annotated[float | None, typer.Option("--session-max-seconds", metavar="S", help="Longest "
+                                                              "session [default: 3600].", show_default=False)] = None,
+    log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json", help="Log lines as text or "
+                                                   "JSON [default: text].", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="A TOML file with the same keys "
+                                                "(host, port, characters, ...); options given here win.",
+                                                show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Serve live lip-sync: open the page in a browser, or stream over the WebSocket protocol (/v1/live)."""
+
+    def work() -> int:
+        from lipsync_cli.serve.run import runtime_config, serve
+
+        settings = ServeConfig(**(load_toml(config) if config is not None else {}))
+        given: dict[str, Any] = {"host": host, "port": port, "characters": tuple(characters) if characters else None,
+                 "devices": devices, "max_sessions": max_sessions, "max_sessions_per_device": max_sessions_per_device,
+                 "max_models": max_models, "max_memory": max_memory, "token": token_from_env(token),
+                 "no_auth": no_auth or None, "allow_origin": tuple(allow_origin) if allow_origin else None,
+                 "session_max_seconds": session_max_seconds, "log_format": log_format}
+        settings = replace(settings, **{k: v for k, v in given.items() if v is not None}).checked()
+        with Runtime(runtime_config(settings, parse_size)) as runtime:
+            serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))
+        return 0
+
+    raise typer.Exit(run_reporting(work, debug))

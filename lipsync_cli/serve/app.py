@@ -1,0 +1,109 @@
+"""The FastAPI app of `lipsync serve`: the page, the live WebSocket, the characters, health and metrics.
+Everything a connection needs hangs off one `Server` object; nothing per connection is kept on it beyond
+the session manager's count."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections import Counter
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from lipsync_cli.models.devices import DeviceRequest
+from lipsync_cli.resources import bundled_dir
+from lipsync_cli.runtime import Runtime
+from lipsync_cli.serve.config import ServeConfig
+from lipsync_cli.serve.live_ws import Connection
+from lipsync_cli.serve.manager import SessionManager
+from lipsync_cli.serve.metrics import Metrics
+
+STATIC = Path(__file__).resolve().parent / "static"
+PAGE_FILES = {"app.js": "text/javascript", "worklet.js": "text/javascript", "style.css": "text/css"}
+
+
+class Server:
+    def __init__(self, config: ServeConfig, runtime: Runtime) -> None:
+        self.config, self.runtime = config, runtime
+        self.manager = SessionManager(config)
+        self.metrics = Metrics(runtime, self.unet_batches)
+        self.device_request = DeviceRequest("auto")  # placed on the runtime's devices (--devices)
+
+    def unet_batches(self) -> dict[int, int]:
+        total: Counter[int] = Counter()
+        for scheduler in self.runtime.shared_objects():
+            total.update(getattr(scheduler, "batches", {}))
+        return dict(total)
+
+    def authorized(self, request: Request) -> bool:
+        if self.config.token is None:
+            return True
+        header = request.headers.get("authorization", "")
+        given = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token")
+        return given is not None and hmac.compare_digest(given.encode(), self.config.token.encode())
+
+
+def create_app(server: Server) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.manager.draining.set()  # every session closes with 1001 within a tenth of a second
+        for _ in range(20):
+            if not server.manager.active:
+                break
+            await asyncio.sleep(0.05)
+
+    app = FastAPI(title="lipsync", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    denied = JSONResponse({"error": "a valid token is needed (Authorization: Bearer or ?token=)"}, status_code=401)
+
+    @app.get("/")
+    async def page(request: Request) -> Response:
+        if not server.authorized(request):
+            return denied
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}")
+    async def static(name: str) -> Response:
+        if name not in PAGE_FILES:
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(STATIC / name, media_type=PAGE_FILES[name], headers={"Cache-Control": "no-cache"})
+
+    @app.get("/v1/samples/{name}")
+    async def sample(name: str, request: Request) -> Response:
+        folder = bundled_dir("samples")
+        if not server.authorized(request):
+            return denied
+        if folder is None or name not in {p.name for p in folder.glob("*.wav")}:
+            return PlainTextResponse("no such sample", status_code=404)
+        return FileResponse(folder / name, media_type="audio/wav")
+
+    @app.get("/v1/characters")
+    async def characters(request: Request) -> Response:
+        if not server.authorized(request):
+            return denied
+        return JSONResponse({"characters": await asyncio.to_thread(server.manager.listing)})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready, why = server.manager.ready()
+        return JSONResponse({"ready": ready, "reason": why}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        if not server.authorized(request):
+            return denied
+        return Response(server.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.websocket("/v1/live")
+    async def live(ws: WebSocket) -> None:
+        await Connection(ws, server).run()
+
+    return app

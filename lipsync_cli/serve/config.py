@@ -1,0 +1,94 @@
+"""What `lipsync serve` is told: options, a TOML file with the same keys, and the checks on them (a server
+that listens beyond this machine must be told how to trust its clients)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from lipsync_cli.errors import InputError
+
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    characters: tuple[str, ...] = ()  # folders of characters (default: ./characters and the bundled ones)
+    devices: str = "auto"
+    max_sessions: int = 4  # in total
+    max_sessions_per_device: int | None = None  # default: max_sessions
+    max_models: int | None = None
+    max_memory: str | None = None
+    token: str | None = None
+    no_auth: bool = False
+    allow_origin: tuple[str, ...] = ()  # besides the page's own origin; "*" allows any
+    session_max_seconds: float = 3600.0
+    log_format: LogFormat = "text"
+
+    def checked(self) -> ServeConfig:
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"port must be 0 to 65535, not {self.port}", option="port")
+        if self.max_sessions < 1:
+            raise InputError(f"max sessions must be at least 1, not {self.max_sessions}", option="max_sessions")
+        if self.max_sessions_per_device is not None and self.max_sessions_per_device < 1:
+            raise InputError("max sessions per device must be at least 1", option="max_sessions_per_device")
+        if self.session_max_seconds <= 0:
+            raise InputError("the session length limit must be positive", option="session_max_seconds")
+        if self.log_format not in ("text", "json"):
+            raise InputError(f"log format must be text or json, not {self.log_format!r}", option="log_format")
+        if self.token is not None and len(self.token) < 8:
+            raise InputError("a token must be at least 8 characters", option="token")
+        if not is_loopback(self.host) and self.token is None and not self.no_auth:
+            raise InputError(f"listening on {self.host} (beyond this machine) needs a token (--token or "
+                             "LIPSYNC_TOKEN) or an explicit --no-auth", option="host")
+        for folder in self.characters:
+            if not Path(folder).is_dir():
+                raise InputError(f"{folder}: not a folder of characters", option="characters")
+        return self
+
+    @property
+    def per_device(self) -> int:
+        return self.max_sessions_per_device or self.max_sessions
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """The keys of a config file (the options' long names, with _ or -)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: malformed TOML ({exc})") from None
+    known = {f.name for f in fields(ServeConfig)}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise InputError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        out[name] = tuple(value) if isinstance(value, list) else value
+    for name, value in out.items():
+        default = getattr(ServeConfig(), name)
+        if default is not None and not isinstance(value, type(default)) and not (
+                isinstance(default, float) and isinstance(value, int)):
+            raise InputError(f"{path}: {name} must be a {type(default).__name__}, not {value!r}")
+    return out
+
+
+def token_from_env(token: str | None) -> str | None:
+    return token if token is not None else (os.environ.get("LIPSYNC_TOKEN") or None)

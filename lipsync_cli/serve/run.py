@@ -1,0 +1,113 @@
+"""Running the server: uvicorn on the app, logs as text or JSON, and a shutdown that closes every session
+with a close frame (1001) before uvicorn stops."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import uvicorn
+
+from lipsync_cli.runtime import Runtime, RuntimeConfig
+from lipsync_cli.serve.app import Server, create_app
+from lipsync_cli.serve.config import ServeConfig
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": round(record.created, 3), "level": record.levelname.lower(),
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def _logging(fmt: str) -> dict:
+    formatter = {"()": JsonFormatter} if fmt == "json" else {"format": "%(asctime)s %(levelname)s %(message)s"}
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
+    loggers = {name: {"handlers": ["main"], "level": "INFO", "propagate": False}
+               for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "lipsync")}
+    loggers["uvicorn.access"]["level"] = "WARNING"
+    return {"version": 1, "disable_existing_loggers": False, "formatters": {"main": formatter},
+            "handlers": {"main": handler}, "loggers": loggers}
+
+
+class _Uvicorn(uvicorn.Server):
+    """On SIGINT/SIGTERM: the sessions close first (each with a close frame), then uvicorn stops."""
+
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self.lipsync = server
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.lipsync.manager.draining.set()
+
+        def later() -> None:
+            ends = time.monotonic() + 1.2
+            while self.lipsync.manager.active and time.monotonic() < ends:
+                time.sleep(0.02)
+            super(_Uvicorn, self).handle_exit(sig, frame)  # type: ignore[arg-type]
+
+        threading.Thread(target=later, daemon=True).start()
+
+
+def runtime_config(config: ServeConfig, parse_size: Callable[[str | None], int | None]) -> RuntimeConfig:
+    return RuntimeConfig(devices=config.devices, max_models=config.max_models, max_memory=parse_size(config.max_memory))
+
+
+def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None], sock: socket.socket | None = None
+          ) -> None:
+    """Serve until SIGINT or SIGTERM (or `should_exit`)."""
+    server = Server(config, runtime)
+    app = create_app(server)
+    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_config=_logging(config.log_format),
+                               timeout_graceful_shutdown=2, ws_max_size=1 << 20, lifespan="on")
+    uv = _Uvicorn(uv_config, server)
+    names = ", ".join(sorted(server.manager.characters)) or "no characters"
+    auth = "token" if config.token else ("none (--no-auth)" if config.no_auth else "none (this machine only)")
+    announce(f"lipsync serve: http://{config.host}:{config.port}/ (WebSocket /v1/live) serving {names}; up to "
+             f"{config.max_sessions} sessions; auth: {auth}")
+    uv.run(sockets=[sock] if sock is not None else None)
+
+
+class RunningServer:
+    """A server on a thread of this process (for `lipsync loadtest` and tests): bound to a free port of the
+    config's host when its port is 0; `stop()` closes every session and waits for uvicorn to end."""
+
+    def __init__(self, config: ServeConfig, runtime: Runtime) -> None:
+        self.server = Server(config, runtime)
+        self._sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((config.host, config.port))
+        self.port = self._sock.getsockname()[1]
+        uv_config = uvicorn.Config(create_app(self.server), log_config=_logging(config.log_format),
+                                   timeout_graceful_shutdown=2, ws_max_size=1 << 20, lifespan="on")
+        self._uv = uvicorn.Server(uv_config)
+        self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [self._sock]}, daemon=True,
+                                        name="lipsync-serve")
+        self._thread.start()
+        ends = time.monotonic() + 30
+        while not self._uv.started:
+            if not self._thread.is_alive() or time.monotonic() > ends:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.config.host}:{self.port}"
+
+    def stop(self) -> None:
+        self.server.manager.draining.set()
+        ends = time.monotonic() + 1.5
+        while self.server.manager.active and time.monotonic() < ends:
+            time.sleep(0.02)
+        self._uv.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
