@@ -171,8 +171,11 @@ def test_skip_existing_resumes_an_interrupted_batch(tmp_path, write_audio):
     assert time.time() - sent < 1.5 and proc.returncode == 130, err
     done = sorted(p.name for p in out.iterdir())
     assert all(name.endswith("_alice.mp4") for name in done) and 1 <= len(done) < 5, done  # no temporary files
-    statuses = [j["status"] for j in json.loads(report.read_text())["jobs"]]
+    jobs = json.loads(report.read_text())["jobs"]
+    statuses = [j["status"] for j in jobs]
     assert statuses.count("ok") == len(done) and "not started" in statuses
+    assert statuses.count("interrupted") == 1 and "failed" not in statuses, statuses  # the job in flight
+    assert [j["error"] for j in jobs if j["status"] == "interrupted"] == ["interrupted"]
     before = {name: (out / name).stat().st_mtime_ns for name in done}
     resumed = subprocess.run(command + ["--skip-existing"], cwd=REPO, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -214,6 +217,34 @@ def test_progress_lines_when_stderr_is_not_a_terminal(tmp_path, clips):
     # and through the CLI, whose stderr is captured (not a terminal)
     result = invoke("render", *clips[:2], "-c", "alice", "--output-dir", tmp_path / "o", "--device", "cpu")
     assert result.exit_code == 0 and "batch summary" in result.stdout
+
+
+def test_progress_counts_an_interrupted_job_as_not_done_and_prints_its_last_line_once(clips):
+    from lipsync_cli.batch.report import JobRecord
+    from lipsync_cli.cli.progress import BatchProgress
+    from lipsync_cli.render import FramesDone, RenderJob
+
+    class Sink(list):
+        def write(self, text):
+            self.append(text)
+
+        def flush(self):
+            pass
+
+    sink = Sink()
+    progress = BatchProgress(2, 20, interactive=False, stream=sink, every=0.01)
+    done, stopped = (JobRecord(i, f"{i}.wav", f"{i}.wav", "alice", f"{i}.mp4") for i in (1, 2))
+    job = RenderJob(clips[0], "alice")
+    progress.update(done, FramesDone(job, 10, 10, 10))
+    done.status = "ok"
+    progress.update(done, None)
+    progress.update(stopped, FramesDone(job, 4, 4, 10))
+    stopped.status = "interrupted"
+    progress.update(stopped, None)
+    time.sleep(0.02)
+    progress.close()
+    progress.close()  # the interrupt path closes it, and so does the `finally` after it
+    assert sink[-1].startswith("lipsync: 1/2 jobs, 14/20 frames") and sink.count(sink[-1]) == 1, sink
 
 
 def test_characters_json_for_scripts(tmp_path, alice_copy):

@@ -77,8 +77,10 @@ CASES = [
     ("rate too high", lambda t: wav(t / "h.wav", np.zeros(8000, np.float32), 384000), [], None,
      "sample rate 384000 Hz is outside"),
     ("unknown character", speech, ["--character", "nobody"], None, "nobody: no such character"),
-    ("output dir missing", speech, [], lambda t: t / "missing" / "o.mp4", "does not exist"),
+    ("output dir under a file", speech, [], lambda t: t / "ok.wav" / "new" / "o.mp4",
+     "ok.wav is a file, not a folder"),
     ("output dir read-only", speech, [], lambda t: f"{readonly_dir(t)}/o.mp4", "is not writable"),
+    ("output dir in a read-only one", speech, [], lambda t: f"{readonly_dir(t)}/new/o.mp4", "is not writable"),
     ("output is a directory", speech, [], lambda t: t, "is a directory; give a file name"),
     ("unknown device", speech, ["--device", "tpu"], None, "unknown device 'tpu'"),
     ("batch size zero", speech, ["--batch-size", "0"], None, "--batch-size must be 1 to"),
@@ -119,6 +121,16 @@ def test_bad_input_is_refused_before_work(tmp_path, case):
     result, keep = run_case(tmp_path, make_audio, extra, make_output)
     assert_refused(result, keep, tmp_path, expected)
 
+
+
+@pytest.mark.parametrize("name, expected", [("ok.wav", "has no video stream"),
+                                            ("jobs.csv", "is not a video file ffmpeg can read")])
+def test_inspect_of_something_that_is_not_a_video(tmp_path, name, expected):
+    path = speech(tmp_path) if name == "ok.wav" else tmp_path / name
+    if name == "jobs.csv":
+        path.write_text("audio,character\nok.wav,alice\n")
+    result = runner.invoke(app, ["inspect", str(path), "-c", "alice"])
+    assert result.exit_code == 2 and result.stderr == f"lipsync: error: {path}: {expected}\n"
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=[c[0] for c in BROKEN])

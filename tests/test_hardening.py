@@ -167,14 +167,16 @@ def test_an_output_that_is_a_character_file_or_another_jobs_input(tmp_path, alic
     assert not list(tmp_path.glob("*.mp4"))
 
 
-def test_a_killed_renders_temporary_file_is_removed_by_the_next(tmp_path, write_audio):
+def test_killed_renders_temporary_files_are_removed_by_the_next_render_into_the_folder(tmp_path, write_audio):
     audio = write_audio(speech_like(0.4), 16000)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".out.mp4.{dead.pid}.deadbeef.part"
-    live = tmp_path / f".out.mp4.{os.getppid()}.cafef00d.part"  # a process that exists: left alone
-    stale.write_bytes(b"half a video")
-    live.write_bytes(b"in progress")
+    stale = [tmp_path / f".out.mp4.{dead.pid}.deadbeef.part", tmp_path / f".killed.mp4.{dead.pid}.0123abcd.part"]
+    live = tmp_path / f".other.mp4.{os.getppid()}.cafef00d.part"  # a process that exists: left alone
+    kept = [live, tmp_path / ".notes.part", tmp_path / f".x.mp4.{dead.pid}.part"]  # not a render's name
+    for path in stale + kept:
+        path.write_bytes(b"half a video")
     result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "out.mp4")])
     assert result.exit_code == 0
-    assert not stale.exists() and live.exists() and (tmp_path / "out.mp4").is_file()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert (tmp_path / "out.mp4").is_file()

@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from lipsync_cli.encoding.folders import make_folders
 from lipsync_cli.models.registry import ModelStats
 
-Status = Literal["ok", "failed", "refused", "skipped", "not started"]
+Status = Literal["ok", "failed", "interrupted", "refused", "skipped", "not started"]
 REPORT_VERSION = 1
 
 
@@ -57,6 +58,7 @@ def write_report(path: Path, records: list[JobRecord], models: list[ModelStats],
         "jobs": [r.to_json() for r in records],
         "models": [m.to_json() for m in models],
     }
+    make_folders(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(temp, path)

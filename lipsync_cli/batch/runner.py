@@ -171,8 +171,10 @@ class Batch:
         try:
             result = execute(planned, self.runtime, on_event, self.cancel)
         except Interrupted:
-            record.status = "failed"
-            record.error = "interrupted" if self.interrupted else f"stopped: {self._stopped_by} failed"
+            if self.interrupted:
+                record.status, record.error = "interrupted", "interrupted"
+            else:
+                record.status, record.error = "failed", f"stopped: {self._stopped_by} failed"
         except LipsyncError as exc:
             self._fail(record, exc)
         except Exception as exc:  # a bug: reported like a failure, the batch goes on or stops as configured

@@ -18,6 +18,7 @@ from lipsync_cli.batch.sources import Entry
 from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive
 from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.cluster.driver import ClusterBatch, ClusterSettings, for_cluster, import_ray
+from lipsync_cli.encoding.folders import folder_problem
 from lipsync_cli.errors import InputError, Interrupted
 from lipsync_cli.models.registry import Eviction as EvictionPolicy
 from lipsync_cli.runtime import Runtime, RuntimeConfig
@@ -125,7 +126,8 @@ def _summary(records: list[JobRecord]) -> Table:
     table = Table(title="lipsync: batch summary")
     for column in ("job", "status", "frames", "seconds", "fps", "device", "output or error"):
         table.add_column(column, overflow="fold")
-    colour = {"ok": "green", "skipped": "cyan", "failed": "red", "refused": "red", "not started": "yellow"}
+    colour = {"ok": "green", "skipped": "cyan", "failed": "red", "interrupted": "yellow", "refused": "red",
+              "not started": "yellow"}
     for r in records:
         table.add_row(r.source, f"[{colour[r.status]}]{r.status}[/]", "" if r.frames is None else str(r.frames),
                       "" if r.wall_seconds is None else f"{r.wall_seconds:.1f}",
@@ -137,37 +139,12 @@ def _summary(records: list[JobRecord]) -> Table:
 def run_batch(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
               dry_run: bool, quiet: bool, cluster: ClusterSettings | None = None) -> int:
     """Plan, then render, a list of jobs; return the exit status (raise Interrupted on Ctrl-C / SIGTERM)."""
-    if report is not None and not (report.parent if str(report.parent) else Path(".")).is_dir():
-        raise InputError(f"{report}: the directory {report.parent} does not exist", option="report")
-    started = now()
-    made = _make_output_dir(settings.output_dir)
-    try:
-        code = _run(entries, settings, config, report, dry_run, quiet, started, cluster)
-    except BaseException:
-        _remove_if_empty(made)
-        raise
-    if code == 2:
-        _remove_if_empty(made)
-    return code
-
-
-def _make_output_dir(folder: Path | None) -> Path | None:
-    """Create the output folder (and its parents) if it is missing; return it when it was made here."""
-    if folder is None or folder.exists():
-        return None
-    try:
-        folder.mkdir(parents=True)
-    except OSError as exc:
-        raise InputError(f"{folder}: the output folder cannot be made ({exc.strerror or exc})") from None
-    return folder
-
-
-def _remove_if_empty(folder: Path | None) -> None:
-    if folder is not None:
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
+    for folder, what, option in ((report.parent if report else None, f"{report}: the report's folder", "report"),
+                                 (settings.output_dir, f"{settings.output_dir}: the output folder", None)):
+        problem = folder_problem(folder) if folder is not None else None
+        if problem is not None:
+            raise InputError(f"{what} cannot be used or made: {problem}", option=option)
+    return _run(entries, settings, config, report, dry_run, quiet, now(), cluster)
 
 
 def cluster_settings(cluster: str | None, address: str | None, cpu_workers: int | None, retries: int,

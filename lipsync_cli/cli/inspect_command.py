@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,19 @@ def _template_frames(path: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
+def _open_video(video: Path, reader: Iterator) -> tuple[int, int]:
+    """The frame size of a video that ffmpeg opens; an InputError naming the file for anything else."""
+    try:
+        meta = next(reader)
+    except (OSError, RuntimeError, StopIteration) as exc:
+        text = str(exc)
+        why = ("has no video stream" if "does not contain any stream" in text
+               else "is not a video file ffmpeg can read")
+        raise InputError(f"{video}: {why}") from None
+    w, h = meta["size"]
+    return w, h
+
+
 def inspect_command(
     video: Annotated[Path, typer.Argument(metavar="OUT", help="A render of this character.", show_default=False)],
     character: Annotated[str, typer.Option("--character", "-c", metavar="NAME|PATH", help="The character it was "
@@ -45,10 +59,9 @@ def inspect_command(
             raise InputError(f"{video}: no such file")
         with Runtime(RuntimeConfig(devices="cpu", cache=False)) as runtime:
             char = runtime.character(character)
-        templates = _template_frames(char.template, char.video.frames)  # a render of a long template: costly
         reader = imageio_ffmpeg.read_frames(str(video), pix_fmt="bgr24")
-        meta = reader.__next__()
-        w, h = meta["size"]
+        w, h = _open_video(video, reader)
+        templates = _template_frames(char.template, char.video.frames)  # a render of a long template: costly
         rings, steps = [], []
         for i, raw in enumerate(reader):
             frame = np.frombuffer(raw, np.uint8).reshape(h, w, 3)

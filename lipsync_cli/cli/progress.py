@@ -27,6 +27,7 @@ class BatchProgress:
         self._started = time.perf_counter()
         self._last_line = self._started
         self._bar: Progress | None = None
+        self._closed = False
         self._tasks: dict[int, TaskID] = {}
         if self.interactive:
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -46,7 +47,7 @@ class BatchProgress:
         with self._lock:
             if isinstance(event, FramesDone):
                 self.done_frames += event.frames
-            elif event is None:
+            elif event is None and record.status != "interrupted":
                 self.done_jobs += 1
             if self._bar is not None:
                 self._draw(record, event)
@@ -81,6 +82,9 @@ class BatchProgress:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             if self._bar is not None:
                 self._bar.stop()
                 self._bar = None

@@ -139,7 +139,7 @@ class ClusterBatch:
             for w in workers:
                 if w.job is not None:
                     record = w.job[0]
-                    record.status, record.error = "failed", "interrupted"
+                    record.status, record.error = "interrupted", "interrupted"
                 self.ray.kill(w.actor)
             if isinstance(exc, Interrupted):
                 raise

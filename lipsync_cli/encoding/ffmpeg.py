@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import threading
 import uuid
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
+from lipsync_cli.encoding.folders import folder_problem, make_folders
 from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
 from lipsync_cli.processes import ErrorTail, process_exists, stop
 
@@ -71,17 +71,22 @@ def temporary_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
 
 
-def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Remove temporary files of `target` left by processes that no longer exist (killed with SIGKILL, say)."""
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.part")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files in `folder`, whatever output they were for, of render processes that no
+    longer exist (killed with SIGKILL, say); a live process's are left alone."""
     removed: list[Path] = []
-    prefix = f".{target.name}."
     try:
-        candidates = [p for p in target.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".part")]
+        candidates = [(p, _TEMPORARY.fullmatch(p.name)) for p in folder.iterdir()]
     except OSError:
         return removed
-    for path in candidates:
-        pid = path.name[len(prefix) :].split(".")[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or process_exists(int(pid)):
+    for path, match in candidates:
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or process_exists(pid):
             continue
         try:
             path.unlink()
@@ -137,13 +142,11 @@ def check_output_path(target: Path, overwrite: bool, containers: dict[str, str] 
     if target.exists() and not overwrite:
         raise OutputExists(f"{target}: exists")
     parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{target}: the directory {parent} does not exist")
-    try:  # os.access says yes to root even where the file system refuses
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=".lipsync-check-"):
-            pass
-    except OSError as exc:
-        raise OutputError(f"{target}: the directory {parent} is not writable ({exc.strerror or exc})") from None
+    problem = folder_problem(parent)
+    if problem is not None:
+        if parent.exists():
+            raise OutputError(f"{target}: the directory {problem}")
+        raise OutputError(f"{target}: the directory {parent} cannot be made: {problem}")
     return target
 
 
@@ -204,7 +207,12 @@ class VideoWriter:
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             raise ValueError(f"yuv420p frames need an even size, got {width}x{height}")
         self.target = Path(target)
-        remove_stale_temporaries(self.target)
+        try:
+            make_folders(self.target.parent)
+        except OSError as exc:
+            raise OutputError(f"{self.target}: the directory {self.target.parent} cannot be made "
+                              f"({exc.strerror or exc})") from None
+        remove_stale_temporaries(self.target.parent if str(self.target.parent) else Path("."))
         self.temp = temporary_path(self.target)
         self.width, self.height, self.fps = width, height, fps
         self.shape = (height * 3 // 2, width) if pix_fmt == "yuv420p" else (height, width, 3)
