@@ -39,19 +39,19 @@ def _onnxruntime() -> list[Check]:
     from lipsync_cli.models.devices import CUDA_INSTALL, cuda_device_count, cuda_unavailable_reason
 
     gpus = cuda_device_count()
-    reason = cuda_unavailable_reason()
-    if reason is None and gpus == 0:
-        reason = "the NVIDIA driver reports no GPU"
-    if reason is None:
-        checks.append(Check("CUDA", "ok", f"usable: {gpus} GPU(s) found"))
+    reason = cuda_unavailable_reason() if gpus else None
+    if gpus == 0:
+        checks.append(Check("CUDA", "ok", "no NVIDIA GPU found: renders run on the CPU"))
+    elif reason is None:
+        checks.append(Check("CUDA", "ok", f"usable: {gpus} NVIDIA GPU(s) found"))
     else:
-        checks.append(Check("CUDA", "warning", f"not usable: {reason} ({gpus} GPU(s) found)",
-                            f"for an NVIDIA GPU: {CUDA_INSTALL}; renders run on the CPU meanwhile"))
+        checks.append(Check("CUDA", "warning", f"{gpus} NVIDIA GPU(s) found, not usable: {reason}",
+                            f"{CUDA_INSTALL}; renders run on the CPU meanwhile"))
     return checks
 
 
 def _ffmpeg() -> list[Check]:
-    from lipsync_cli.encoding.ffmpeg import EncodeSettings, check_encoder, ffmpeg_exe
+    from lipsync_cli.encoding.ffmpeg import ffmpeg_exe
 
     try:
         exe = ffmpeg_exe()
@@ -60,22 +60,32 @@ def _ffmpeg() -> list[Check]:
     except Exception as exc:  # imageio-ffmpeg raises its own types when no binary is found
         return [Check("ffmpeg", "problem", f"not found ({exc})", "pip install --force-reinstall imageio-ffmpeg")]
     checks = [Check("ffmpeg", "ok", f"{first} ({exe})")]
-    trials: tuple[tuple[str, Status], ...] = (("libx264", "problem"), ("h264_nvenc", "warning"))
-    for codec, severity in trials:
-        try:
-            if codec == "libx264":  # check_encoder trusts libx264; try it for real here
-                test = subprocess.run([exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
-                                       "color=size=64x64:rate=25:duration=0.1", "-c:v", "libx264", "-f", "null", "-"],
-                                      capture_output=True, text=True, timeout=60)
-                if test.returncode != 0:
-                    raise RuntimeError(test.stderr.strip().splitlines()[-1] if test.stderr.strip() else "failed")
-            else:
-                check_encoder(EncodeSettings(codec=codec))
-            checks.append(Check(codec, "ok", "encodes here"))
-        except Exception as exc:  # the encoder's own failure, in one line
-            checks.append(Check(codec, severity, f"cannot encode here: {' '.join(str(exc).split())[:160]}",
-                                "" if severity == "warning" else "reinstall imageio-ffmpeg"))
-    return checks
+    try:  # check_encoder trusts libx264; try it for real here
+        test = subprocess.run([exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                               "color=size=64x64:rate=25:duration=0.1", "-c:v", "libx264", "-f", "null", "-"],
+                              capture_output=True, text=True, timeout=60)
+        lines = test.stderr.strip().splitlines()
+        checks.append(Check("libx264", "ok", "encodes here") if test.returncode == 0 else
+                      Check("libx264", "problem", f"cannot encode here: {lines[-1] if lines else 'failed'}",
+                            "reinstall imageio-ffmpeg"))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        checks.append(Check("libx264", "problem", f"cannot be tried ({exc})", "reinstall imageio-ffmpeg"))
+    return [*checks, _nvenc()]
+
+
+def _nvenc() -> Check:
+    from lipsync_cli.encoding.ffmpeg import EncodeSettings, check_encoder
+    from lipsync_cli.errors import InputError
+    from lipsync_cli.models.devices import cuda_device_count
+
+    if cuda_device_count() == 0:
+        return Check("h264_nvenc", "ok", "not used: no NVIDIA GPU found (libx264 encodes)")
+    try:
+        check_encoder(EncodeSettings(codec="h264_nvenc"))
+    except InputError as exc:
+        why = str(exc).split(" here: ", 1)[-1].split(" | ")[0]
+        return Check("h264_nvenc", "warning", f"cannot encode on this GPU: {why}", "use --codec libx264")
+    return Check("h264_nvenc", "ok", "encodes here")
 
 
 def _cache() -> Check:

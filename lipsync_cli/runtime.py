@@ -53,6 +53,11 @@ def short_reason(reason: str) -> str:
     return f"{missing.group(1)} is missing" if missing else reason
 
 
+def gpu_unusable(reason: str) -> str:
+    """The note for a machine with an NVIDIA GPU that CUDA cannot reach: why, and the command that fixes it."""
+    return f"running on the CPU: the GPU cannot be used ({short_reason(reason)}; to use it: {CUDA_INSTALL})"
+
+
 class Runtime:
     def __init__(self, config: RuntimeConfig = RuntimeConfig(), *, notify: Callable[[str], None] | None = None,
                  session_creator: SessionCreator | None = None, memory: MemoryReader | None = None,
@@ -69,6 +74,7 @@ class Runtime:
         directory = (config.cache_dir or cache_root() / "templates") if config.cache else None
         self.templates = TemplateStore(config.template_memory, directory, self.notify)
         self._gpu_count = gpu_count
+        self._gpus: int | None = None
         self._devices: tuple[Device, ...] | None = None
         self._devices_notice: str | None = None
         self._characters: dict[tuple, Character] = {}
@@ -86,18 +92,16 @@ class Runtime:
     # -- devices -----------------------------------------------------------------------------------
     def devices(self) -> tuple[tuple[Device, ...], str | None]:
         """The devices `auto` jobs are placed on, and a notice when that is the CPU for want of a GPU."""
+        count = self.gpu_count()
         with self._lock:
             if self._devices is None:
                 if self.config.devices.strip().lower() == "auto":
-                    reason = cuda_unavailable_reason()
-                    count = 0 if reason else self._gpu_count()
-                    if reason is None and count == 0:
-                        reason = "the NVIDIA driver reports no GPU"
-                    self._devices = tuple(Device("cuda", i) for i in range(count)) if count else (CPU,)
-                    self._devices_notice = (f"running on the CPU (no usable GPU: {short_reason(reason)}; for an "
-                                            f"NVIDIA GPU: {CUDA_INSTALL})") if reason else None
+                    reason = cuda_unavailable_reason() if count else None  # no GPU: the CPU is no fallback
+                    usable = count if reason is None else 0
+                    self._devices = tuple(Device("cuda", i) for i in range(usable)) if usable else (CPU,)
+                    self._devices_notice = gpu_unusable(reason) if reason else None
                 else:
-                    self._devices = parse_devices(self.config.devices, self._gpu_count())
+                    self._devices = parse_devices(self.config.devices, count)
             return self._devices, self._devices_notice
 
     def resolve(self, request: DeviceRequest, files: Sequence[Path], name: str) -> tuple[Device, str | None]:
@@ -107,8 +111,14 @@ class Runtime:
             return CPU, None
         if request.kind == "cuda":
             device = Device("cuda", request.index)
-            with self.registry.lease(files, device, name):
-                return device, None
+            self._check_gpu(device)
+            try:
+                with self.registry.lease(files, device, name):
+                    return device, None
+            except DeviceError as exc:
+                if cuda_unavailable_reason() is None:
+                    raise
+                raise DeviceError(f"{exc}; to use it: {CUDA_INSTALL}", option="device") from None
         candidates, notice = self.devices()
         device = self.registry.place(files, candidates)
         if not device.is_cuda:
@@ -117,8 +127,22 @@ class Runtime:
             with self.registry.lease(files, device, name):
                 return device, None
         except DeviceError as exc:
-            return CPU, (f"running on the CPU (no usable GPU: {short_reason(str(exc).split(': ', 1)[-1])}; for an "
-                         f"NVIDIA GPU: {CUDA_INSTALL})")
+            return CPU, gpu_unusable(str(exc).split(": ", 1)[-1])
+
+    def gpu_count(self) -> int:
+        """The NVIDIA GPUs this machine has (asked once)."""
+        with self._lock:
+            if self._gpus is None:
+                self._gpus = self._gpu_count()
+            return self._gpus
+
+    def _check_gpu(self, device: Device) -> None:
+        count = self.gpu_count()
+        if count == 0:
+            raise DeviceError(f"{device}: no NVIDIA GPU found on this machine", option="device")
+        if device.index >= count:
+            raise DeviceError(f"{device}: this machine has {count} NVIDIA GPU(s), cuda:0 to cuda:{count - 1}",
+                              option="device")
 
     def bind_on(self, device: Device) -> Device | None:
         """The device to bind a model's buffers on, or None to let onnxruntime allocate per call."""

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from lipsync_cli.cli.app import app
-from lipsync_cli.models.devices import cuda_unavailable_reason
+from lipsync_cli.models.devices import cuda_device_count, cuda_unavailable_reason
 
 runner = CliRunner()
 
@@ -19,7 +19,12 @@ def test_doctor_reports_this_machine():
     assert "CPUExecutionProvider" in checks["onnxruntime"]["found"]
     assert checks["libx264"]["status"] == "ok" and checks["character alice"]["status"] == "ok"
     reason = cuda_unavailable_reason()
-    if reason is not None:
+    if cuda_device_count() == 0:  # nothing to install: say there is no GPU, and no more
+        assert checks["CUDA"] == {"name": "CUDA", "status": "ok", "found": "no NVIDIA GPU found: renders run on "
+                                  "the CPU", "fix": ""}
+        assert checks["h264_nvenc"]["found"] == "not used: no NVIDIA GPU found (libx264 encodes)"
+        assert "onnxruntime-gpu" not in result.stdout
+    elif reason is not None:
         assert checks["CUDA"]["status"] == "warning" and reason in checks["CUDA"]["found"]
         assert "onnxruntime-gpu[cuda,cudnn]" in checks["CUDA"]["fix"]
     table = runner.invoke(app, ["doctor"])

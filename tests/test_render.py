@@ -13,6 +13,7 @@ from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.audio.synthetic import bursts, speech_like
 from lipsync_cli.cli.app import app
 from lipsync_cli.compositing.blend import composite
+from lipsync_cli.models.devices import cuda_device_count
 from lipsync_cli.models.graphs.alice import MouthGeometry
 from lipsync_cli.models.sessions import cuda_unavailable_reason
 from lipsync_cli.render.pipeline import PipelineOptions, render_frames
@@ -130,7 +131,8 @@ def test_composite_hard_keeps_the_outside_and_feather_has_no_step():
     assert hard_across > 50 and hard_across > hard_inside  # the hard paste shows a step: the check can fail
 
 
-@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="this machine has a usable CUDA")
+@pytest.mark.skipif(cuda_device_count() == 0 or cuda_unavailable_reason() is None,
+                    reason="needs an NVIDIA GPU that CUDA cannot reach")
 def test_cuda_without_cuda_is_refused_with_the_reason(tmp_path):
     result = runner.invoke(app, ["render", str(REPO / "samples" / "hello.wav"), "-c", "alice",
                                  "-o", str(tmp_path / "x.mp4"), "--device", "cuda:0"])
@@ -140,7 +142,8 @@ def test_cuda_without_cuda_is_refused_with_the_reason(tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="this machine has a usable CUDA")
+@pytest.mark.skipif(cuda_device_count() == 0 or cuda_unavailable_reason() is None,
+                    reason="needs an NVIDIA GPU that CUDA cannot reach")
 def test_auto_falls_back_to_cpu_and_says_so(write_audio, tmp_path):
     audio = write_audio(speech_like(0.3), 16000)
     result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "a.mp4")])

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from lipsync_cli.batch.report import JobRecord, now, write_report
 from lipsync_cli.batch.runner import Batch, BatchSettings
 from lipsync_cli.batch.sources import Entry
-from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive
+from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive, print_note
 from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.cluster.driver import ClusterBatch, ClusterSettings, for_cluster, import_ray
 from lipsync_cli.encoding.folders import folder_problem
@@ -163,7 +162,7 @@ def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, r
          dry_run: bool, quiet: bool, started: str, cluster: ClusterSettings | None) -> int:
     if cluster is not None:
         entries = [replace(e, job=for_cluster(e.job)) if e.job is not None else e for e in entries]
-    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
+    notify = None if quiet else print_note
     with Runtime(config, notify=notify) as runtime:
         batch = Batch(entries, runtime, settings)
         records = batch.plan()

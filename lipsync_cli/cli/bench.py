@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from lipsync_cli.bench.measure import BenchOptions, run_bench
@@ -14,7 +15,7 @@ from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
 from lipsync_cli.bench.report import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET
 from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.cli.batching import BlendOption
-from lipsync_cli.cli.common import Debug, console, err_console, run_reporting, settle_heap
+from lipsync_cli.cli.common import Debug, console, err_console, print_note, run_reporting, settle_heap
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render.jobs import as_blend
@@ -92,8 +93,7 @@ def bench_command(
         settle_heap()
         options = BenchOptions(seconds, batch_size, threads, blend=as_blend(blend), in_flight=levels,
                                io_binding=binding, device_processing=graphs)
-        report = run_bench(char, request, options, say=lambda s: err_console.print(
-            f"[dim]timing {s}...[/]" if not s.startswith("note") else s, soft_wrap=True))
+        report = run_bench(char, request, options, say=_say)
         if model == "realistic":
             report.parameters = dict(PARAMETERS)
         _print(report)
@@ -102,6 +102,13 @@ def bench_command(
             console.print(f"figures written to {json_path}")
 
     run_reporting(work, debug)
+
+
+def _say(step: str) -> None:
+    if step.startswith("note: "):
+        print_note(step[len("note: "):])
+    else:
+        err_console.print(f"[dim]timing {escape(step)}...[/]", soft_wrap=True)
 
 
 def _switch(value: str, option: str) -> bool | None:

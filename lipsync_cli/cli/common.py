@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lipsync_cli.cli import signals
 from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
@@ -103,6 +104,11 @@ def run_reporting(work: Callable[[], T], debug: bool) -> T:
     except Exception as exc:  # a bug, not bad input: still one line unless --debug
         hint = "" if debug else " (run with --debug for the traceback)"
         raise fail(f"internal error: {type(exc).__name__}: {exc}{hint}", 1, debug) from None
+
+
+def print_note(message: str) -> None:
+    """A note on stderr, printed as written: an install command's [extras] are not markup."""
+    err_console.print(f"[yellow]note:[/] {escape(message)}", soft_wrap=True)
 
 
 def is_interactive() -> bool:

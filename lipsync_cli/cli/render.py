@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from tqdm import tqdm
 
 from lipsync_cli.batch.report import JobRecord
@@ -45,7 +44,7 @@ from lipsync_cli.cli.batching import (
     run_batch,
     runtime_config,
 )
-from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting, settle_heap
+from lipsync_cli.cli.common import Debug, err_console, is_interactive, print_note, run_reporting, settle_heap
 from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
@@ -147,7 +146,7 @@ def _stdin_spooled() -> Iterator[Path]:
 
 
 def _render_one(job: RenderJob, config: RuntimeConfig, quiet: bool) -> None:
-    notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
+    notify = None if quiet else print_note
     with Runtime(config, notify=notify) as runtime:
         planned = plan(job, runtime)
         settle_heap()

@@ -67,12 +67,14 @@ def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
     for part in (p.strip().lower() for p in spec.split(",")):
         if part == "cuda:all":
             if gpu_count == 0:
-                raise DeviceError("cuda:all: no GPU found on this machine", option="devices")
+                raise DeviceError("cuda:all: no NVIDIA GPU found on this machine", option="devices")
             devices += [Device("cuda", i) for i in range(gpu_count)]
             continue
         request = parse_device(part)
         if request.kind == "auto":
             raise DeviceError("auto cannot be part of a device list: name the devices", option="devices")
+        if request.kind == "cuda" and gpu_count == 0:
+            raise DeviceError(f"{part}: no NVIDIA GPU found on this machine", option="devices")
         devices.append(CPU if request.kind == "cpu" else Device("cuda", request.index))
     if not devices or len(set(devices)) != len(devices):
         raise DeviceError(f"device list {spec!r} is empty or names a device twice", option="devices")
