@@ -200,6 +200,11 @@ def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES, resampler: Resampl
     return regroup(_resampled_blocks(info, resampler), chunk)
 
 
+def read_native(info: AudioInfo) -> np.ndarray:
+    """The whole file as mono float32 at its own rate (for tools and tests)."""
+    return np.concatenate(list(_source_blocks(info, _SCAN_BLOCK)))
+
+
 def read_audio(path: str | Path, resampler: Resampler = "soxr") -> np.ndarray:
     """The whole file as mono float32 at 16 kHz (for tools and tests; `render` streams)."""
     info = probe_audio(path)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, Resampler, stream_audio
+from lipsync_cli.audio.loading import CHUNK_SAMPLES, AudioInfo, Resampler, read_native, stream_audio
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import (
     FMAX,
@@ -42,17 +46,35 @@ class Comparison:
         return not self.note and self.max_abs <= self.tolerance
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """librosa's warnings (about its decoders, deprecations) are not the user's business here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _librosa() -> ModuleType | None:
+    try:
+        with _quiet():
+            import librosa
+    except ImportError:
+        return None
+    return librosa
+
+
 def librosa_mel(x: np.ndarray, pad_mode: PadMode = "constant") -> np.ndarray | None:
     """The same mel computed with librosa's STFT and filters, or None when librosa is not installed."""
-    try:
-        import librosa
-    except ImportError:
+    librosa = _librosa()
+    if librosa is None:
         return None
     from scipy.signal import lfilter
 
     y = lfilter([1.0, -PREEMPHASIS], [1.0], x.astype(np.float64))
-    spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=True, pad_mode=pad_mode))
-    mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX) @ spec
+    with _quiet():
+        spec = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, center=True,
+                                   pad_mode=pad_mode))
+        mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX) @ spec
     db = 20 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     return np.clip(2 * MAX_ABS * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS, -MAX_ABS, MAX_ABS).T
 
@@ -82,13 +104,25 @@ def compare(name: str, ours: np.ndarray, theirs: np.ndarray, tolerance: float) -
 
 
 def librosa_load_mel(info: AudioInfo, pad_mode: PadMode = "constant") -> np.ndarray | None:
-    """The mel of `librosa.load(path, sr=16000)`, the training scripts' loading, or None without librosa."""
-    try:
-        import librosa
-    except ImportError:
+    """The mel of `librosa.load(path, sr=16000)`, the training scripts' loading, or None without librosa.
+
+    librosa.load decodes what soundfile cannot read (M4A, AAC, video) through audioread, another decoder
+    whose output starts and ends elsewhere; for those files librosa resamples the samples of our decoder, as
+    librosa.load does after decoding (channels averaged, soxr HQ, padded to the ceil length)."""
+    librosa = _librosa()
+    if librosa is None:
         return None
-    y, _ = librosa.load(str(info.path), sr=16000, mono=True)
+    with _quiet():
+        if info.decoder == "soundfile":
+            y, _ = librosa.load(str(info.path), sr=SAMPLE_RATE, mono=True)
+        else:
+            y = librosa.resample(read_native(info), orig_sr=info.sample_rate, target_sr=SAMPLE_RATE,
+                                 res_type="soxr_hq")
     return librosa_mel(y, pad_mode)
+
+
+def librosa_load_name(info: AudioInfo) -> str:
+    return "librosa.load" if info.decoder == "soundfile" else "librosa resample"
 
 
 def chunked_mel(info: AudioInfo, pad_mode: PadMode = "constant", chunk: int = CHUNK_SAMPLES,
@@ -118,7 +152,7 @@ def validate(
     if info is not None and info.sample_rate != 16000:
         loaded = librosa_load_mel(info, pad_mode)
         if loaded is not None:
-            results.append(compare("librosa.load (resampling too)", whole, loaded, REFERENCE_TOLERANCE))
+            results.append(compare(librosa_load_name(info), whole, loaded, REFERENCE_TOLERANCE))
     if reference is not None:
         results.append(compare(reference_name, whole, reference, REFERENCE_TOLERANCE))
     if info is not None:
