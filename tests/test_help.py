@@ -31,6 +31,17 @@ def test_choices_are_shown():
     assert text.splitlines()[0] == "Usage: lipsync render [OPTIONS] AUDIO..."
 
 
+def test_no_arguments_print_the_help():
+    import subprocess
+    import sys
+
+    bare = subprocess.run([sys.executable, "-m", "lipsync_cli"], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 0 and bare.stderr == ""
+    lines = bare.stdout.splitlines()
+    assert lines[0] == "Usage: lipsync [OPTIONS] COMMAND [ARGS]..." and "Commands:" in lines
+    assert lines[-1].strip() == "lipsync COMMAND --help"
+
+
 def gpu_notes(stderr):
     return [line for line in stderr.splitlines() if line.startswith("note:") and "GPU" in line]
 

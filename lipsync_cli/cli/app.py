@@ -70,6 +70,9 @@ def main() -> None:
         if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
             raise
         ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `lipsync`: the help, as --help prints it
+            sys.stdout.write(str(exc.format_message()).rstrip("\n") + "\n")
+            sys.exit(0)
         where = ctx.command_path if ctx is not None else "lipsync"
         message = " ".join(str(exc.format_message()).split())
         if message:  # empty when the help was shown for a bare command
