@@ -77,6 +77,8 @@ CASES = [
     ("rate too high", lambda t: wav(t / "h.wav", np.zeros(8000, np.float32), 384000), [], None,
      "sample rate 384000 Hz is outside"),
     ("unknown character", speech, ["--character", "nobody"], None, "nobody: no such character"),
+    ("mistyped character", speech, ["--character", "alcie"], None, "alcie: no such character; did you mean alice?"),
+    ("character in capitals", speech, ["--character", "Alice"], None, "Alice: no such character; did you mean alice?"),
     ("output dir under a file", speech, [], lambda t: t / "ok.wav" / "new" / "o.mp4",
      "ok.wav is a file, not a folder"),
     ("output dir read-only", speech, [], lambda t: f"{readonly_dir(t)}/o.mp4", "is not writable"),

@@ -6,6 +6,7 @@ template's size and frame count against the boxes, and both models' signatures (
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -127,6 +128,10 @@ def find_character(name_or_path: str | Path) -> Path:
         for base in search_dirs():
             if (base / candidate).is_dir():
                 return base / candidate
+    names = {folder.name.lower(): folder.name for folder in list_characters()}
+    close = difflib.get_close_matches(str(name_or_path).lower(), list(names), n=3, cutoff=0.6)
+    if close:
+        raise CharacterError(f"{name_or_path}: no such character; did you mean {' or '.join(names[n] for n in close)}?")
     where = ", ".join(str(d) for d in search_dirs())
     raise CharacterError(f"{name_or_path}: no such character (not a folder, nor a name found in {where})")
 
