@@ -106,6 +106,15 @@ def test_two_jobs_writing_one_file_are_refused(tmp_path, clips):
     assert result.exit_code == 2 and "jobs.csv:3" in result.stderr and "also the output of jobs.csv:2" in result.stderr
 
 
+def test_a_file_listed_twice_is_planned_once_with_one_note(tmp_path, clips):
+    result = invoke("render", tmp_path / "in" / "clip*.wav", tmp_path / "in", "-r", "-c", "alice", "--output-dir",
+                    tmp_path / "out", "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert notes == [f"note: 4 inputs listed more than once, rendered once: {clips[0]}, {clips[1]}, {clips[2]}, ..."]
+    assert result.stdout.count("would render") == 4
+
+
 def test_output_option_is_for_one_input(tmp_path, clips):
     result = invoke("render", clips[0], clips[1], "-c", "alice", "-o", tmp_path / "x.mp4")
     assert result.exit_code == 2 and "-o) is for one input" in result.stderr

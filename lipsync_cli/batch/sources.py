@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def expand_audio(arguments: list[str], recursive: bool = False) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+def drop_repeats(paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(each path once, in first-listed order; the later listings of a path already listed)."""
+    seen: set[str] = set()
+    unique: list[Path] = []
+    repeats: list[Path] = []
+    for path in paths:
+        key = os.path.normpath(os.path.abspath(path))
+        (repeats if key in seen else unique).append(path)
+        seen.add(key)
+    return unique, repeats
 
 
 def output_name(pattern: str, audio: Path, character: str, index: int) -> str:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
-from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, expand_audio
+from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, drop_repeats, expand_audio
 from lipsync_cli.cli.batching import (
     BatchSize,
     BlendOption,
@@ -111,7 +111,11 @@ def render_command(
                 _render_one(RenderJob(spooled, character, output, options),
                             RuntimeConfig(devices=devices, cache=not no_cache), quiet)
             return 0
-        inputs = expand_audio(audio, recursive)
+        inputs, repeats = drop_repeats(expand_audio(audio, recursive))
+        if repeats and not quiet:
+            shown = ", ".join(str(p) for p in repeats[:3]) + (", ..." if len(repeats) > 3 else "")
+            print_note(f"{len(repeats)} input{'s' if len(repeats) > 1 else ''} listed more than once, rendered "
+                       f"once: {shown}")
         single = len(audio) == 1 and len(inputs) == 1 and not Path(audio[0]).is_dir()
         if not inputs:
             folders = [a for a in audio if Path(a).is_dir()]
