@@ -1,6 +1,9 @@
 """`lipsync bench` runs and reports every stage; the realistic models are full size. No speed is asserted."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -32,17 +35,21 @@ def check_report(path, frames):
     return data
 
 
-def test_bench_alice_tiny(tmp_path):
+def test_bench_alice_tiny_in_80_columns(tmp_path):
     out = tmp_path / "alice.json"
-    result = runner.invoke(app, ["bench", "--device", "cpu", "--seconds", "0.4", "--batch-size", "4",
-                                 "--json", str(out)])
-    assert result.exit_code == 0, result.output + result.stderr
+    result = subprocess.run([sys.executable, "-m", "lipsync_cli", "bench", "--device", "cpu", "--seconds", "0.4",
+                             "--batch-size", "4", "--json", str(out)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stdout + result.stderr
     data = check_report(out, 10)
     assert data["character"] == "alice" and data["layout"] == "per_frame" and data["blend"] == "match"
     assert set(data["in_flight_fps"]) == {"1", "2", "4"} and all(v > 0 for v in data["in_flight_fps"].values())
-    assert "render / transcode" in result.output and "this project's goal" in result.output
-    assert "end to end / UNet alone" in result.output and "4 at once" in result.output
-    assert "second render" in result.output
+    text = result.stdout
+    table = text[: text.index("└")].splitlines()[1:]  # the stage table, to its bottom edge (the title is centred)
+    assert len(table) == 11 and all(len(line) <= 80 for line in table) and "…" not in text, table
+    assert "template prepare" in text and "met" in table[1]
+    assert "render / transcode" in text and "this project's goal" in text and "second render" in text
+    assert "end to end / UNet alone" in text and "not judged" in text and "4 at once" in text
 
 
 def test_bench_realistic_tiny(tmp_path, monkeypatch):

@@ -20,13 +20,17 @@ from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
 
 T = TypeVar("T")
 
-# Piped or captured output gets a fixed width so tables are not cut to 80 columns.
 def _is_tty(stream) -> bool:
     return stream is not None and stream.isatty()
 
 
-console = Console(highlight=False, width=None if _is_tty(sys.stdout) else 120)
-err_console = Console(stderr=True, highlight=False, width=None if _is_tty(sys.stderr) else 120)
+def _width(stream) -> int | None:
+    """None (the terminal's, or COLUMNS when set) on a terminal or with COLUMNS; else 120 for piped output."""
+    return None if _is_tty(stream) or os.environ.get("COLUMNS", "").isdigit() else 120
+
+
+console = Console(highlight=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.", envvar="LIPSYNC_DEBUG")]
 
