@@ -150,20 +150,26 @@ def test_resident_memory_is_bounded_by_the_budget_not_the_template_length(tmp_pa
     store.close()
 
 
-def render_cli(audio, out, *extra):
+def render_cli(audio, out, *extra, notes=None):
     result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(out), "--device", "cpu", *extra])
     assert result.exit_code == 0, result.stderr
+    if notes is not None:
+        notes.append([line for line in result.stderr.splitlines() if line.startswith("note:")])
     return out.read_bytes()
 
 
-def test_render_bytes_do_not_depend_on_the_cache(tmp_path, write_audio, monkeypatch):
+def test_render_bytes_do_not_depend_on_the_cache_and_the_first_render_says_it_prepares(tmp_path, write_audio,
+                                                                                        monkeypatch):
     monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
     audio = write_audio(speech_like(0.6, seed=2), 16000)
-    cold = render_cli(audio, tmp_path / "cold.mp4")
+    notes: list[list[str]] = []
+    cold = render_cli(audio, tmp_path / "cold.mp4", notes=notes)
     assert entry_file(tmp_path / "cache" / "templates")
-    warm = render_cli(audio, tmp_path / "warm.mp4")
-    off = render_cli(audio, tmp_path / "off.mp4", "--no-cache")
+    warm = render_cli(audio, tmp_path / "warm.mp4", notes=notes)
+    off = render_cli(audio, tmp_path / "off.mp4", "--no-cache", notes=notes)
     assert cold == warm == off
+    assert notes == [[f"note: preparing alice's template for the first time on this machine: this render is "
+                      f"slower, and 358 MB go to the template cache in {tmp_path / 'cache' / 'templates'}"], [], []]
 
 
 def test_alternating_characters_decode_each_template_once(tmp_path, write_audio):

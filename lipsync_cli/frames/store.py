@@ -108,6 +108,10 @@ class _State:
             except OSError as exc:
                 if where is not None:
                     self.store.disable(f"{where}: {exc.strerror or exc}")
+        if writer is not None and where is not None and self.entry is None:
+            size = self.layout.frames * self.layout.record_bytes / 2**20
+            self.store.notify(f"preparing {self.name}'s template for the first time on this machine: this render "
+                              f"is slower, and {size:.0f} MB go to the template cache in {directory}")
         if writer is None:
             self.store.notify("no temporary file can be written: template frames stay in memory")
             self.memory = {}
