@@ -60,3 +60,11 @@ def test_folders_that_cannot_be_made_are_refused_before_work(tmp_path, write_aud
         errors = [line for line in result.stderr.splitlines() if line.startswith("lipsync: error:")]
         assert result.exit_code == 2 and len(errors) == 1 and expected in errors[0], (args, result.stderr)
     assert sorted(os.listdir(tmp_path)) == ["audio.wav", "jobs.csv", "taken"]
+
+
+def test_a_cluster_output_received_as_bytes_goes_into_a_new_folder(tmp_path):
+    from lipsync_cli.cluster.driver import publish_bytes
+
+    target = tmp_path / "from" / "the cluster" / "a.mp4"
+    publish_bytes(target, b"an mp4's bytes", overwrite=False)
+    assert target.read_bytes() == b"an mp4's bytes" and os.listdir(target.parent) == ["a.mp4"]

@@ -17,6 +17,7 @@ from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import Batch
 from lipsync_cli.cluster.worker import RenderWorker, WorkItem, pack_character
 from lipsync_cli.encoding.ffmpeg import temporary_path
+from lipsync_cli.encoding.folders import make_folders
 from lipsync_cli.errors import InputError, Interrupted, OutputError, OutputExists
 from lipsync_cli.render import FramesDone, RenderJob, RenderPlan, Started
 from lipsync_cli.runtime import RuntimeConfig
@@ -58,6 +59,7 @@ def pick_job(held: set[str], characters: list[str | None]) -> int:
 def publish_bytes(target: Path, data: bytes, overwrite: bool) -> None:
     """Write `data` under a temporary name beside `target`, then move it into place: never a partial file
     under the final name, never an existing file replaced without `overwrite`."""
+    make_folders(target.parent)
     temp = temporary_path(target)
     try:
         temp.write_bytes(data)
