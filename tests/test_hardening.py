@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.cli.app import app
+from lipsync_cli.encoding.ffmpeg import host_tag
 
 from .conftest import REPO
 from .media import FFMPEG
@@ -171,9 +172,13 @@ def test_killed_renders_temporary_files_are_removed_by_the_next_render_into_the_
     audio = write_audio(speech_like(0.4), 16000)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = [tmp_path / f".out.mp4.{dead.pid}.deadbeef.part", tmp_path / f".killed.mp4.{dead.pid}.0123abcd.part"]
-    live = tmp_path / f".other.mp4.{os.getppid()}.cafef00d.part"  # a process that exists: left alone
-    kept = [live, tmp_path / ".notes.part", tmp_path / f".x.mp4.{dead.pid}.part"]  # not a render's name
+    here = host_tag()
+    elsewhere = "0000" if here != "0000" else "ffff"
+    stale = [tmp_path / f".out.mp4.{dead.pid}.deadbeef.part",  # the output's own, from any machine
+             tmp_path / f".killed.mp4.{dead.pid}.{here}abcd.part"]  # this machine's, for another output
+    kept = [tmp_path / f".other.mp4.{os.getppid()}.{here}f00d.part",  # a process that exists
+            tmp_path / f".remote.mp4.{dead.pid}.{elsewhere}abcd.part",  # another machine's: it may be running
+            tmp_path / ".notes.part", tmp_path / f".x.mp4.{dead.pid}.part"]  # not a render's name
     for path in stale + kept:
         path.write_bytes(b"half a video")
     result = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "out.mp4")])

@@ -140,9 +140,9 @@ _PER = {"template frame": "frame"}
 
 
 def _ms(value: float) -> str:
-    """Three significant figures or so: the table fits 80 columns with times from 0.01 to 1000 ms."""
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 1 \
-        else f"{value:.3f}"
+    """About three significant figures, so that the table fits 80 columns for times of 0.001 to 9999 ms."""
+    decimals = 0 if value >= 100 else 1 if value >= 10 else 2 if value >= 1 else 3
+    return f"{value:.{decimals}f}"
 
 
 def _target(stage) -> str:

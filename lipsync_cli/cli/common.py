@@ -25,7 +25,7 @@ def _is_tty(stream) -> bool:
 
 
 def _width(stream) -> int | None:
-    """None (the terminal's, or COLUMNS when set) on a terminal or with COLUMNS; else 120 for piped output."""
+    """The terminal's width, or COLUMNS when set (rich reads both: None); piped output is 120 columns wide."""
     return None if _is_tty(stream) or os.environ.get("COLUMNS", "").isdigit() else 120
 
 

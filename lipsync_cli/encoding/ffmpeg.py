@@ -6,8 +6,10 @@ so the output name never holds a partial file. ffmpeg's last stderr lines are ke
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import threading
 import uuid
@@ -65,27 +67,34 @@ class EncodeSettings:
         return args + ["-pix_fmt", "yuv420p"]
 
 
+def host_tag() -> str:
+    """Four hex digits naming this machine, so that a folder shared by several tells whose files are whose."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
+
+
 def temporary_path(target: Path) -> Path:
-    """`.NAME.PID.HEX.part` beside the target: the process id lets a later render tell a leftover of a killed
-    process from a render in progress."""
-    return target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    """`.NAME.PID.HEX.part` beside the target; HEX starts with the host tag. The machine and the process id let
+    a later render tell a leftover of a killed process from a render in progress."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{host_tag()}{uuid.uuid4().hex[:4]}.part")
 
 
-_TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]{8}\.part")
+_TEMPORARY = re.compile(r"\.(.+)\.(\d+)\.([0-9a-f]{4})[0-9a-f]{4}\.part")
 
 
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Remove the temporary files in `folder`, whatever output they were for, of render processes that no
-    longer exist (killed with SIGKILL, say); a live process's are left alone."""
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Remove the temporary files beside `target` of renders that no longer run (killed with SIGKILL, say):
+    this machine's, whatever output they were for, and the target's own from any machine (one output is
+    rendered once at a time). Another machine's process ids mean nothing here, so its other files stay."""
     removed: list[Path] = []
     try:
-        candidates = [(p, _TEMPORARY.fullmatch(p.name)) for p in folder.iterdir()]
+        candidates = [(p, _TEMPORARY.fullmatch(p.name)) for p in target.parent.iterdir()]
     except OSError:
         return removed
+    here = host_tag()
     for path, match in candidates:
-        if match is None:
+        if match is None or (match.group(3) != here and match.group(1) != target.name):
             continue
-        pid = int(match.group(1))
+        pid = int(match.group(2))
         if pid == os.getpid() or process_exists(pid):
             continue
         try:
@@ -212,7 +221,7 @@ class VideoWriter:
         except OSError as exc:
             raise OutputError(f"{self.target}: the directory {self.target.parent} cannot be made "
                               f"({exc.strerror or exc})") from None
-        remove_stale_temporaries(self.target.parent if str(self.target.parent) else Path("."))
+        remove_stale_temporaries(self.target)
         self.temp = temporary_path(self.target)
         self.width, self.height, self.fps = width, height, fps
         self.shape = (height * 3 // 2, width) if pix_fmt == "yuv420p" else (height, width, 3)

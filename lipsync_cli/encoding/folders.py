@@ -7,14 +7,9 @@ import tempfile
 from pathlib import Path
 
 
-def _folder(path: Path) -> Path:
-    return path if str(path) else Path(".")
-
-
 def folder_problem(folder: Path) -> str | None:
     """Why files cannot be written in `folder` (made if missing), or None when they can. Creates nothing that
     stays: writability is tried with a temporary file in the nearest folder that exists."""
-    folder = _folder(folder)
     existing = folder
     while not existing.exists():
         if existing.is_symlink():
@@ -34,5 +29,5 @@ def folder_problem(folder: Path) -> str | None:
 
 def make_folders(folder: Path) -> None:
     """Make `folder` and its missing parents (a render that fails later leaves them, empty)."""
-    _folder(folder).mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
 
