@@ -68,3 +68,15 @@ def test_a_cluster_output_received_as_bytes_goes_into_a_new_folder(tmp_path):
     target = tmp_path / "from" / "the cluster" / "a.mp4"
     publish_bytes(target, b"an mp4's bytes", overwrite=False)
     assert target.read_bytes() == b"an mp4's bytes" and os.listdir(target.parent) == ["a.mp4"]
+
+
+def test_a_live_stream_to_a_file_makes_its_folders(tmp_path, write_audio):
+    import subprocess
+    import sys
+
+    audio = write_audio(speech_like(0.3), 16000)
+    out = tmp_path / "new" / "deeper" / "live.ts"
+    done = subprocess.run([sys.executable, "-m", "lipsync_cli", "live", str(audio), "-c", "alice", "--to", str(out),
+                           "-d", "cpu", "-q"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert probe(out).frames >= 8 and os.listdir(out.parent) == ["live.ts"]

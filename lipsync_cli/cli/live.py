@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated, cast
 
 import typer
-from rich.markup import escape
 
 from lipsync_cli.audio.loading import AudioInfo, probe_audio
 from lipsync_cli.cli.batching import BlendOption
-from lipsync_cli.cli.common import Debug, err_console, is_interactive, run_reporting, settle_heap
+from lipsync_cli.cli.common import Debug, err_console, is_interactive, print_note, run_reporting, settle_heap
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import InputError
 from lipsync_cli.live import LiveOptions, LiveSession
@@ -71,7 +70,7 @@ def live_command(
                 raise InputError("standard input is closed: give an audio file, or pipe raw PCM into -")
         else:
             info = probe_audio(Path(audio))
-        notify = None if quiet else (lambda m: err_console.print(f"[yellow]note:[/] {escape(m)}", soft_wrap=True))
+        notify = None if quiet else print_note
         options = LiveOptions(rate=16000 if info is not None else rate, latency_ms=latency_ms,
                               device=parse_device(device, None), blend=as_blend(blend))
         with Runtime(RuntimeConfig(devices="auto" if device == "auto" else device), notify=notify) as runtime:

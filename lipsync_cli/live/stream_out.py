@@ -27,6 +27,7 @@ from lipsync_cli.encoding.ffmpeg import (
     remove_stale_temporaries,
     temporary_path,
 )
+from lipsync_cli.encoding.folders import make_folders
 from lipsync_cli.errors import EncoderError, InputError
 from lipsync_cli.live.frames import LiveFrame
 from lipsync_cli.processes import ErrorTail, stop
@@ -62,6 +63,7 @@ class StreamOutput:
         self.temp: Path | None = None
         where = target.where
         if target.file is not None:
+            make_folders(target.file.parent)
             remove_stale_temporaries(target.file)
             self.temp = temporary_path(target.file)
             where = str(self.temp)
