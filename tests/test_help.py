@@ -73,6 +73,8 @@ def test_without_an_nvidia_gpu_renders_say_nothing_of_gpus(write_audio, tmp_path
     cuda = runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(tmp_path / "b.mp4"), "--device", "cuda"])
     assert cuda.exit_code == 2
     assert cuda.stderr == "lipsync: error: cuda:0: no NVIDIA GPU found on this machine (--device)\n"
+    spread = runner.invoke(app, ["render", str(audio), "-c", "alice", "--devices", "cuda:0", "--dry-run"])
+    assert spread.exit_code == 2 and "cuda:0: no NVIDIA GPU found on this machine (--devices)" in spread.stderr
 
 
 def test_a_gpu_that_cuda_cannot_reach_gets_the_exact_install_command(capsys):
