@@ -91,12 +91,13 @@ class Runtime:
 
     # -- devices -----------------------------------------------------------------------------------
     def devices(self) -> tuple[tuple[Device, ...], str | None]:
-        """The devices `auto` jobs are placed on, and a notice when that is the CPU for want of a GPU."""
+        """The devices `auto` jobs are placed on, and a notice when that is the CPU although an NVIDIA GPU is
+        there (CUDA cannot reach it)."""
         count = self.gpu_count()
         with self._lock:
             if self._devices is None:
                 if self.config.devices.strip().lower() == "auto":
-                    reason = cuda_unavailable_reason() if count else None  # no GPU: the CPU is no fallback
+                    reason = cuda_unavailable_reason() if count else None  # without a GPU the CPU is no fallback
                     usable = count if reason is None else 0
                     self._devices = tuple(Device("cuda", i) for i in range(usable)) if usable else (CPU,)
                     self._devices_notice = gpu_unusable(reason) if reason else None
