@@ -41,7 +41,7 @@ def show(ctx: typer.Context, debug: Debug = False) -> None:
         entries = sorted(templates.glob(f"*{SUFFIX}")) if templates.is_dir() else []
         for entry in entries:
             meta = read_meta(entry) or {}
-            layout = meta.get("layout", {})
+            layout = meta["layout"] if isinstance(meta.get("layout"), dict) else {}
             table.add_row(str(meta.get("name", "?")), str(meta.get("template", entry.name)),
                           f"{meta.get('valid', '?')} of {layout.get('frames', '?')}", _mb(disk_bytes(entry)))
         if entries:

@@ -14,15 +14,20 @@ corrupt or stale entry is detected and rebuilt, never rendered from.
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
+import shutil
+import stat
 import uuid
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+from lipsync_cli.processes import process_exists
 
 MAGIC = b"LIPSYNC-TEMPLATE\n"
 FORMAT = 3  # 2: the I420 picture as decoded, not a BGR round trip of it; 3: the ring statistics
@@ -72,6 +77,52 @@ class Layout:
 
 class EntryError(Exception):
     """An entry that must not be used (missing, truncated, of another key or format, corrupt)."""
+
+
+def _reserve(fd: int, offset: int, size: int) -> None:
+    """Allocate the blocks of [offset, offset + size) before they are written and then read through the map:
+    where a file system is full, reading a page it could not allocate kills the process (SIGBUS), while a
+    failed reservation is an OSError the template store falls back on."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, offset, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+
+
+def _write_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[written:], offset + written
+
+
+def _parse_header(header: bytes) -> dict:
+    if not header.startswith(MAGIC):
+        raise EntryError("not a template cache file")
+    try:
+        meta = json.loads(header[len(MAGIC) :].rstrip(b"\0 \n").decode())
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise EntryError("unreadable header") from None
+    if not isinstance(meta, dict):
+        raise EntryError("unreadable header")
+    return meta
+
+
+def _open_regular(path: Path) -> int:
+    """A read-only descriptor of `path` if it is a regular file; a FIFO is never waited on."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise EntryError(f"cannot open ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise EntryError("not a regular file")
+    return fd
 
 
 @dataclass
@@ -128,22 +179,13 @@ class MappedEntry:
 
 def open_entry(path: Path, key: str, layout: Layout) -> MappedEntry:
     """Open a published entry; EntryError if it cannot be used."""
+    fd = _open_regular(path)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise EntryError(f"cannot open ({exc.strerror})") from None
-    try:
-        header = os.pread(fd, HEADER, 0)
-        if not header.startswith(MAGIC):
-            raise EntryError("not a template cache file")
-        try:
-            meta = json.loads(header[len(MAGIC) :].rstrip(b"\0 \n").decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise EntryError("unreadable header") from None
+        meta = _parse_header(os.pread(fd, HEADER, 0))
         if meta.get("format") != FORMAT or meta.get("key") != key or meta.get("layout") != asdict(layout):
             raise EntryError("made for another template, crop or format")
         valid = meta.get("valid")
-        if not isinstance(valid, int) or not 0 < valid <= layout.frames:
+        if isinstance(valid, bool) or not isinstance(valid, int) or not 0 < valid <= layout.frames:
             raise EntryError("bad frame count")
         if os.fstat(fd).st_size != layout.file_bytes:
             raise EntryError(f"truncated ({os.fstat(fd).st_size} of {layout.file_bytes} bytes)")
@@ -178,6 +220,7 @@ class EntryWriter:
             os.ftruncate(self.fd, layout.file_bytes)
             self.entry = MappedEntry(self.fd, layout, 0, self.crcs, verified=True)
         except BaseException:
+            os.close(self.fd)
             self.discard()
             raise
 
@@ -191,7 +234,9 @@ class EntryWriter:
         for part in parts:
             record[at : at + part.nbytes] = part.tobytes()
             at += part.nbytes
-        os.pwrite(self.fd, record, self.layout.offset(self.written))
+        offset = self.layout.offset(self.written)
+        _reserve(self.fd, offset, len(record))
+        _write_all(self.fd, record, offset)
         self.crcs[self.written] = zlib.crc32(record)
         self.written += 1
         self.entry.valid = self.written
@@ -201,7 +246,8 @@ class EntryWriter:
         for k in range(count):
             other.record(k)  # checks the CRC
             start = self.layout.offset(k)
-            os.pwrite(self.fd, other.map[start : start + self.layout.record_bytes], start)
+            _reserve(self.fd, start, self.layout.record_bytes)
+            _write_all(self.fd, other.map[start : start + self.layout.record_bytes], start)
             self.crcs[k] = other.crcs[k]
             other.drop(k)
         self.written = self.entry.valid = count
@@ -222,11 +268,16 @@ class EntryWriter:
         header = MAGIC + json.dumps(meta).encode()
         if len(header) > HEADER:
             raise ValueError("cache header too long")
-        os.pwrite(self.fd, header.ljust(HEADER, b"\0"), 0)
-        os.pwrite(self.fd, self.crcs.tobytes(), HEADER + self.layout.frames * self.layout.record_bytes)
+        _write_all(self.fd, header.ljust(HEADER, b"\0"), 0)
+        _write_all(self.fd, self.crcs.tobytes(), HEADER + self.layout.frames * self.layout.record_bytes)
         os.replace(self.temp, final)
         self.temp = None
         return True
+
+    def close(self) -> None:
+        """Give up: the private file is removed and the mapping closed."""
+        self.discard()
+        self.entry.close()
 
     def discard(self) -> None:
         if self.temp is not None:
@@ -240,10 +291,36 @@ class EntryWriter:
 def read_meta(path: Path) -> dict | None:
     """The header of an entry file, for listings; None if it is not one."""
     try:
-        with open(path, "rb") as fh:
-            header = fh.read(HEADER)
-        if not header.startswith(MAGIC):
-            return None
-        return json.loads(header[len(MAGIC) :].rstrip(b"\0 \n").decode())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        fd = _open_regular(path)
+    except EntryError:
         return None
+    try:
+        return _parse_header(os.pread(fd, HEADER, 0))
+    except (OSError, EntryError):
+        return None
+    finally:
+        os.close(fd)
+
+
+def remove_entry(path: Path) -> None:
+    """Remove what stands under an entry's name in the cache folder, a folder too."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def remove_stale_entries(directory: Path) -> int:
+    """Remove entries being written by processes that no longer exist (killed mid-render); return how many."""
+    removed = 0
+    for path in directory.glob(".*.tmp"):
+        parts = path.name.split(".")
+        pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
+        if pid is None or pid == os.getpid() or process_exists(pid):
+            continue
+        remove_entry(path)
+        removed += 1
+    return removed

@@ -13,7 +13,6 @@ one (one notice says why), so memory stays bounded all the same.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,10 +22,17 @@ import numpy as np
 
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import RenderError
-from lipsync_cli.frames.cache_file import EntryError, EntryWriter, Layout, MappedEntry, open_entry
+from lipsync_cli.frames.cache_file import (
+    EntryError,
+    EntryWriter,
+    Layout,
+    MappedEntry,
+    open_entry,
+    remove_entry,
+    remove_stale_entries,
+)
 from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.template import TemplateFrame, prepare_parts, region_of
-from lipsync_cli.processes import process_exists
 from lipsync_cli.specs import TemplateSpec
 from lipsync_cli.stages import Cancelled
 
@@ -61,7 +67,7 @@ class _State:
                 self.entry = open_entry(final, key, self.layout)
             except EntryError as exc:
                 store.notify(f"rebuilding the template cache of {self.path.name} ({exc})")
-                _unlink(final)
+                remove_entry(final)
 
     def frame(self, k: int, stop: threading.Event | None) -> TemplateFrame:
         if self.memory is not None and k in self.memory:
@@ -95,38 +101,45 @@ class _State:
             self.entry.close()
             self.entry = None
         if self.final is not None:
-            _unlink(self.final)
+            remove_entry(self.final)
         self._close_capture()
 
     def _open_writer(self) -> None:
+        """A file to prepare frames into: a private file in the cache folder, else an anonymous one (the frames
+        of an existing entry are copied over), else none: frames then stay in memory."""
         directory = self.store.directory()
-        writer = None
-        for where in ([directory, None] if directory is not None else [None]):
+        for where in [directory, None] if directory is not None else [None]:
             try:
-                writer = EntryWriter(where, self.key, self.layout, {"template": str(self.path), "name": self.name})
+                self.writer = EntryWriter(where, self.key, self.layout, {"template": str(self.path), "name": self.name})
+                if self.entry is not None:
+                    self._take_prefix(self.writer, self.entry)
                 break
             except OSError as exc:
+                if self.writer is not None:
+                    self.writer.close()
+                    self.writer = None
                 if where is not None:
                     self.store.disable(f"{where}: {exc.strerror or exc}")
-        if writer is not None and where is not None and self.entry is None:
+        if self.writer is not None and where is not None and self.entry is None:
             size = self.layout.frames * self.layout.record_bytes / 2**20
             self.store.notify(f"preparing {self.name}'s template for the first time on this machine: this render "
                               f"is slower, and {size:.0f} MB go to the template cache in {directory}")
-        if writer is None:
-            self.store.notify("no temporary file can be written: template frames stay in memory")
-            self.memory = {}
-        elif self.entry is not None:
-            try:
-                writer.copy_from(self.entry, self.entry.valid)
-            except EntryError as exc:
-                self.store.notify(f"rebuilding the template cache of {self.path.name} ({exc})")
-                writer.written = writer.entry.valid = 0
-                if self.final is not None:
-                    _unlink(self.final)
+        if self.entry is not None:
             self.store.forget(self)
             self.entry.close()
-        self.writer = writer
-        self.entry = writer.entry if writer is not None else None
+        if self.writer is None:
+            self.store.notify("no temporary file can be written: template frames stay in memory")
+            self.memory = {}
+        self.entry = self.writer.entry if self.writer is not None else None
+
+    def _take_prefix(self, writer: EntryWriter, entry: MappedEntry) -> None:
+        try:
+            writer.copy_from(entry, entry.valid)
+        except EntryError as exc:
+            self.store.notify(f"rebuilding the template cache of {self.path.name} ({exc})")
+            writer.written = writer.entry.valid = 0
+            if self.final is not None:
+                remove_entry(self.final)
 
     def _start(self, stop: threading.Event | None) -> None:
         if self.writer is None and self.memory is None:
@@ -154,30 +167,41 @@ class _State:
                                   + (f" ({why})" if why else ""))
             self.store.count_decode(self.key)
             i420, region, crop, ring = prepare_parts(*decoded, self.boxes[n], self.crop)
+            while self.writer is not None:
+                try:
+                    self.writer.append(i420, crop, region, ring)
+                    break
+                except OSError as exc:
+                    self._spill(exc)
             if self.memory is not None:
                 self.memory[n] = TemplateFrame(n, i420, np.asarray(self.boxes[n]), region_of(self.boxes[n]),
                                                region, crop, ring)
-                continue
-            assert self.writer is not None
-            try:
-                self.writer.append(i420, crop, region, ring)
-            except OSError as exc:
-                self._spill(exc)
-                self.writer.append(i420, crop, region, ring)
-            if self.writer.written == self.layout.frames:
+            elif self.writer is not None and self.writer.written == self.layout.frames:
                 self._publish()
                 self._close_capture()
 
     def _spill(self, exc: OSError) -> None:
-        """The cache folder failed while writing (full?): carry on in an anonymous file."""
+        """The file being written failed (its file system is full): go on in an anonymous file if it was the
+        cache's, else in memory."""
         assert self.writer is not None and self.entry is not None
-        self.store.disable(f"{self.writer.temp}: {exc.strerror or exc}")
-        spill = EntryWriter(None, self.key, self.layout, {})
-        spill.copy_from(self.entry, self.writer.written)
+        failed, entry = self.writer, self.entry
+        spill: EntryWriter | None = None
+        if failed.temp is not None:
+            self.store.disable(f"{failed.temp.parent}: {exc.strerror or exc}")
+            try:
+                spill = EntryWriter(None, self.key, self.layout, {})
+                spill.copy_from(entry, failed.written)
+            except OSError:
+                if spill is not None:
+                    spill.close()
+                spill = None
+        if spill is None:
+            self.memory = {k: _copied(self._view(k)) for k in range(failed.written)}
         self.store.forget(self)
-        self.writer.discard()
-        self.entry.close()
-        self.writer, self.entry = spill, spill.entry
+        failed.discard()
+        entry.close()
+        self.writer = spill
+        self.entry = spill.entry if spill is not None else None
 
     def _prepared(self) -> int:
         if self.memory is not None:
@@ -270,7 +294,7 @@ class TemplateStore:
             return None
         if not self._swept:
             self._swept = True
-            remove_stale_temporaries(self.cache_dir)
+            remove_stale_entries(self.cache_dir)
         return self.cache_dir
 
     def count_decode(self, key: str) -> None:
@@ -364,21 +388,6 @@ class TemplateStore:
                     state.entry = None
 
 
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def remove_stale_temporaries(directory: Path) -> int:
-    """Remove entries being written by processes that no longer exist (killed mid-render); return how many."""
-    removed = 0
-    for path in directory.glob(".*.tmp"):
-        parts = path.name.split(".")
-        pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
-        if pid is None or pid == os.getpid() or process_exists(pid):
-            continue
-        _unlink(path)
-        removed += 1
-    return removed
+def _copied(frame: TemplateFrame) -> TemplateFrame:
+    return TemplateFrame(frame.index, frame.i420.copy(), frame.box, frame.region, frame.region_bgr.copy(),
+                         frame.crop.copy(), frame.ring.copy())

@@ -1,0 +1,132 @@
+"""The third matrix of hostile inputs (issue 26): nothing lost, nothing crashes, one line and exit 2 where an
+input is bad. Reports that would replace an input, a cache on a full file system, signals while planning,
+standard input, Ray workers' folders, job files, cache entries, dataset imports, inspect, failing jobs."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.cli.app import app
+from lipsync_cli.frames.cache_file import HEADER, MAGIC
+from lipsync_cli.frames.store import SUFFIX, TemplateStore
+
+from .conftest import REPO
+
+runner = CliRunner()
+ROOT = os.geteuid() == 0
+
+
+def invoke(*args, **kw):
+    return runner.invoke(app, [*map(str, args)], **kw)
+
+
+def one_line(result, code=2):
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == code and len(lines) == 1, (result.exit_code, result.stderr)
+    assert lines[0].startswith("lipsync: error: ") and len(lines[0]) < 1000, lines[0]
+    return lines[0]
+
+
+def refused_job(result):
+    """A batch refused for one bad job: its line, then the line saying that nothing was rendered."""
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 2, (result.exit_code, result.stderr)
+    assert lines[0].startswith("lipsync: error: ") and len(lines[0]) < 1000, lines[0]
+    assert lines[1].startswith("lipsync: nothing rendered")
+    return lines[0]
+
+
+def lipsync(*args):
+    return [sys.executable, "-m", "lipsync_cli", *map(str, args)]
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "a1.wav"
+    sf.write(path, speech_like(0.3), 16000)
+    return path
+
+
+# -- 2. a template cache on a full file system -----------------------------------------------------
+
+def test_a_cache_on_a_file_system_that_fills_up_is_turned_off_and_the_render_goes_on(tmp_path):
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare command to mount a private tmpfs with")
+    audio = tmp_path / "a.wav"
+    sf.write(audio, speech_like(0.6), 16000)
+    script = f"""
+        mkdir -p "$1" && mount -t tmpfs -o size=16m tmpfs "$1" 2>{tmp_path}/mount || exit 99
+        cd "$1"
+        LIPSYNC_CACHE="$1/cache" TMPDIR="$1" PYTHONPATH={REPO} {sys.executable} -m lipsync_cli render {audio} \\
+            -c alice -o "$1/out.mp4" --device cpu 2>"$1/stderr"
+        echo $? > {tmp_path}/rc
+        cp "$1/stderr" {tmp_path}/stderr; cp "$1/out.mp4" {tmp_path}/out.mp4
+        ls -a "$1" "$1/cache/templates" > {tmp_path}/listing
+    """
+    private = [unshare, "-m", "--propagation", "private"] if ROOT else [unshare, "-Urm"]
+    done = subprocess.run([*private, "sh", "-c", script, "sh", str(tmp_path / "small")], timeout=120,
+                          capture_output=True, text=True)
+    if done.returncode == 99 or not (tmp_path / "rc").exists():
+        why = (tmp_path / "mount").read_text() if (tmp_path / "mount").exists() else done.stderr
+        pytest.skip(f"cannot mount a private tmpfs here: {why.strip()[:200]}")
+    stderr = (tmp_path / "stderr").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "0", stderr  # was 135 (SIGBUS) with a .part left behind
+    notes = [line for line in stderr.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "template cache off for this run" in notes[0] and "No space left" in notes[0]
+    assert not [n for n in (tmp_path / "listing").read_text().split() if n.endswith((".part", ".tmp"))]
+    reference = tmp_path / "reference.mp4"
+    assert invoke("render", audio, "-c", "alice", "-o", reference, "--device", "cpu", "--no-cache").exit_code == 0
+    assert (tmp_path / "out.mp4").read_bytes() == reference.read_bytes()
+
+
+# -- 9. cache entries ------------------------------------------------------------------------------
+
+def _damage(path, how):
+    if how == "header a list":
+        path.write_bytes((MAGIC + b"[1, 2, 3]").ljust(HEADER, b"\0"))
+    elif how == "layout a list":
+        path.write_bytes((MAGIC + json.dumps({"format": 3, "layout": [1, 2], "valid": 1}).encode()).ljust(HEADER,
+                                                                                                          b"\0"))
+    elif how == "a directory":
+        (path / "inside").mkdir(parents=True)
+    else:
+        os.mkfifo(path)
+
+
+@pytest.mark.parametrize("how", ["header a list", "layout a list", "a directory", "a FIFO"])
+def test_an_unusable_cache_entry_is_rebuilt_and_never_waited_on(tmp_path, clip, alice, monkeypatch, how):
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "templates"
+    folder.mkdir(parents=True)
+    entry = folder / f"{TemplateStore(cache_dir=folder).key(alice.template_spec)}{SUFFIX}"
+    _damage(entry, how)
+    waited, done = [], threading.Event()
+
+    def unblock():  # a reader stuck opening the FIFO is let go, so that a regression fails instead of hanging
+        while not done.wait(5):
+            try:
+                os.close(os.open(entry, os.O_WRONLY | os.O_NONBLOCK))
+                waited.append(True)
+            except OSError:
+                pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    try:
+        listed = invoke("cache")
+        rendered = invoke("render", clip, "-c", "alice", "-o", tmp_path / "x.mp4", "--device", "cpu")
+    finally:
+        done.set()
+    assert not waited
+    assert listed.exit_code == 0, listed.stderr
+    assert rendered.exit_code == 0, rendered.stderr
+    assert entry.is_file() and not entry.is_fifo()  # rebuilt in its place
+    assert invoke("cache").exit_code == 0
