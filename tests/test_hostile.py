@@ -14,9 +14,12 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from lipsync_cli.audio.synthetic import speech_like
+from lipsync_cli.batch.sources import output_name, read_job_file
 from lipsync_cli.cli.app import app
+from lipsync_cli.errors import InputError
 from lipsync_cli.frames.cache_file import HEADER, MAGIC
 from lipsync_cli.frames.store import SUFFIX, TemplateStore
+from lipsync_cli.render import RenderOptions
 
 from .conftest import REPO
 
@@ -86,6 +89,65 @@ def test_a_cache_on_a_file_system_that_fills_up_is_turned_off_and_the_render_goe
     reference = tmp_path / "reference.mp4"
     assert invoke("render", audio, "-c", "alice", "-o", reference, "--device", "cpu", "--no-cache").exit_code == 0
     assert (tmp_path / "out.mp4").read_bytes() == reference.read_bytes()
+
+
+# -- 6, 7, 8. job files ----------------------------------------------------------------------------
+
+JOB_FILES = [
+    ("csv field too long", "jobs.csv", lambda a: f"audio,character\n{'x' * 140_000}.wav,alice\n", "not valid CSV"),
+    ("huge JSON number", "jobs.jsonl", lambda a: '{"audio": "%s", "character": "alice", "crf": %s}\n'
+     % (a, "9" * 5000), "jobs.jsonl:1: not a usable JSON object"),
+    ("NUL in a path", "jobs.jsonl", lambda a: json.dumps({"audio": f"{a}\0x", "character": "alice"}) + "\n",
+     "jobs.jsonl:1: audio: contains a NUL character"),
+    ("float crf", "jobs.jsonl", lambda a: json.dumps({"audio": a, "character": "alice", "crf": 20.0}) + "\n",
+     "jobs.jsonl:1: crf must be a whole number, not '20.0'"),
+    ("two audio columns", "jobs.csv", lambda a: f"audio,character,audio\n{a},alice,other.wav\n",
+     "the column 'audio' appears twice"),
+    ("a row longer than the header", "jobs.csv", lambda a: f"audio,character\n{a},alice,extra\n",
+     "jobs.csv:2: 3 fields, and the header names 2"),
+    ("a JSON key twice", "jobs.jsonl", lambda a: '{"audio": "%s", "audio": "b.wav", "character": "alice"}\n' % a,
+     "the key 'audio' appears twice"),
+]
+
+
+@pytest.mark.parametrize("case", JOB_FILES, ids=[c[0] for c in JOB_FILES])
+def test_bad_job_files_are_one_line(tmp_path, clip, case):
+    _, name, text, expected = case
+    jobs = tmp_path / name
+    jobs.write_text(text(clip.name))
+    result = invoke("batch", jobs, "--output-dir", tmp_path / "out", "--device", "cpu")
+    line = one_line(result) if len(result.stderr.strip().splitlines()) == 1 else refused_job(result)
+    assert expected in line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("x" * 300 + ".mp4", "gives a name of 304 bytes"),
+    ("{index:>10000}.mp4", "is too large"),
+    ("{stem.__class__}{character.__len__}.mp4", "unknown or malformed field {stem.__class__}"),
+    ("{character[0]}.mp4", "unknown or malformed field {character[0]}"),
+    ("{stem!r}.mp4", "unknown or malformed field {stem!r}"),
+])
+def test_names_use_only_the_documented_fields_and_fit_a_file_system(tmp_path, clip, pattern, expected):
+    result = invoke("render", clip, clip, "-c", "alice", "--output-dir", tmp_path / "out", "--name", pattern)
+    line = one_line(result)
+    assert "--name" in line and expected in line
+    assert output_name("{index:03d}-{stem}.mp4", clip, "alice", 7) == "007-a1.mp4"
+    long = tmp_path / ("y" * 300 + ".mp4")
+    assert one_line(invoke("render", clip, "-c", "alice", "-o", long)) == f"lipsync: error: {long}: File name too long"
+
+
+def test_job_files_are_split_as_csv_and_jsonl_are(tmp_path):
+    (tmp_path / "jobs.csv").write_text('audio,character\n"two\nlines.wav",alice\nnel\u0085inside.wav,alice\n')
+    first, second = read_job_file(tmp_path / "jobs.csv", RenderOptions())
+    assert first.job.audio == tmp_path / "two\nlines.wav" and first.source == "jobs.csv:2"
+    assert second.job.audio == tmp_path / "nel\u0085inside.wav" and second.source == "jobs.csv:4"
+    (tmp_path / "jobs.jsonl").write_text('{"audio": "line\u2028sep.wav", "character": "alice"}\n')
+    (entry,) = read_job_file(tmp_path / "jobs.jsonl", RenderOptions())
+    assert entry.job.audio == tmp_path / "line\u2028sep.wav"
+    with pytest.raises(InputError, match="appears twice"):
+        (tmp_path / "twice.csv").write_text("audio,character,character\na.wav,alice,bob\n")
+        read_job_file(tmp_path / "twice.csv", RenderOptions())
 
 
 # -- 9. cache entries ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class BatchSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.jobs_per_device <= 64:
             raise InputError(f"jobs per device must be 1 to 64, not {self.jobs_per_device}", option="jobs")
+        output_name(self.name, Path("a"), "a", 1)  # a bad pattern is refused once, not once per job
 
 
 Update = Callable[[JobRecord, "RenderEvent | None"], None]

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import json
 import os
+import re
+import string
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +24,11 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
 DEFAULT_NAME = "{stem}_{character}.mp4"
 JOB_COLUMNS = ("audio", "character", "output", "device", "batch_size", "blend", "crf", "preset", "codec",
                "window_end")
+NAME_FIELDS = ("stem", "character", "index")
+MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
+MAX_PATH_BYTES = 4096  # a path's limit on Linux (PATH_MAX)
+PATH_COLUMNS = ("audio", "character", "output")
+Row = tuple[int, dict[str, str], str | None]  # line number, values, why the row cannot be a job
 
 
 @dataclass(frozen=True)
@@ -65,30 +73,60 @@ def drop_repeats(paths: list[Path]) -> tuple[list[Path], list[Path]]:
     return unique, repeats
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _check_pattern(pattern: str) -> None:
+    """Only the documented fields, with a plain format spec: no attribute or index access, no nesting."""
+    try:
+        fields = [(f, c, spec) for _, f, spec, c in string.Formatter().parse(pattern) if f is not None]
+    except ValueError as exc:
+        raise InputError(f"name pattern {_shown(pattern)}: malformed ({exc})", option="name") from None
+    for field, conversion, spec in fields:
+        if field not in NAME_FIELDS or conversion is not None or "{" in (spec or ""):
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(f"name pattern {_shown(pattern)}: unknown or malformed field {shown}; use {{stem}}, "
+                             "{character} and {index}, e.g. {index:03d}", option="name")
+        if re.search(r"\d{4,}", spec or ""):
+            raise InputError(f"name pattern {_shown(pattern)}: the width in {{{field}:{spec}}} is too large",
+                             option="name")
+
+
 def output_name(pattern: str, audio: Path, character: str, index: int) -> str:
     """The output file name for `pattern`, with the fields {stem}, {character} and {index}."""
+    _check_pattern(pattern)
     try:
         name = pattern.format(stem=audio.stem, character=character, index=index)
     except (KeyError, IndexError, ValueError) as exc:
-        raise InputError(f"name pattern {pattern!r}: unknown or malformed field ({exc}); use {{stem}}, "
+        raise InputError(f"name pattern {_shown(pattern)}: unknown or malformed field ({exc}); use {{stem}}, "
                          f"{{character}} and {{index}}", option="name") from None
-    if not name or "/" in name or name in (".", ".."):
-        raise InputError(f"name pattern {pattern!r} gives {name!r}, not a file name", option="name")
+    if not name or "/" in name or "\0" in name or name in (".", ".."):
+        raise InputError(f"name pattern {_shown(pattern)} gives {_shown(name)}, not a file name", option="name")
+    if len(os.fsencode(name)) > MAX_NAME_BYTES:
+        raise InputError(f"name pattern {_shown(pattern)} gives a name of {len(os.fsencode(name))} bytes; a file "
+                         f"name has at most {MAX_NAME_BYTES}", option="name")
     return name
+
+
+def _whole(column: str, value: str) -> int:
+    if not re.fullmatch(r"\s*[+-]?\d{1,9}\s*", value, re.ASCII):
+        raise InputError(f"{column} must be a whole number, not {value!r}")
+    return int(value)
 
 
 def _option(options: RenderOptions, column: str, value: str) -> RenderOptions:
     if column == "device":
         return replace(options, device=parse_device(value))
     if column == "batch_size":
-        return replace(options, batch_size=int(value))
+        return replace(options, batch_size=_whole(column, value))
     if column == "blend":
         return replace(options, blend=as_blend(value))
     if column == "window_end":
         return replace(options, window_end=as_window_end(value))
     encode = options.encode
     if column == "crf":
-        return replace(options, encode=replace(encode, crf=int(value)))
+        return replace(options, encode=replace(encode, crf=_whole(column, value)))
     if column == "preset":
         return replace(options, encode=replace(encode, preset=value))
     if column == "codec":
@@ -97,36 +135,112 @@ def _option(options: RenderOptions, column: str, value: str) -> RenderOptions:
     raise AssertionError(column)
 
 
-def _rows(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """(columns, [(line number, row)]) of a CSV file with a header, or a JSONL file of objects."""
+def _json_value(value: object) -> str:
+    """A JSON value as the text a CSV cell would hold."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError(f"a JSON {type(value).__name__}, not a string or a number")
+
+
+def _twice(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    twice = _twice([k for k, _ in pairs])
+    if twice is not None:
+        raise ValueError(f"the key {_shown(twice)} appears twice")
+    return dict(pairs)
+
+
+def _jsonl_rows(path: Path, text: str) -> tuple[list[str], list[Row]]:
+    rows: list[Row] = []
+    columns: list[str] = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep, keys twice
+            raise InputError(f"{path}:{number}: not a usable JSON object ({exc})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: not a JSON object")
+        columns += [k for k in row if k not in columns]
+        values, problem = {}, None
+        for key, value in row.items():
+            try:
+                values[key] = _json_value(value)
+            except ValueError as exc:
+                problem = problem or f"{key}: {exc}"
+        rows.append((number, values, problem))
+    return columns, rows
+
+
+def _csv_rows(path: Path, text: str) -> tuple[list[str], list[Row]]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[Row] = []
+    columns: list[str] | None = None
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        while True:
+            first = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                break
+            if columns is None:
+                columns = [c.strip() for c in cells]
+                twice = _twice(columns)
+                if twice is not None:
+                    raise InputError(f"{path}: the column {_shown(twice)} appears twice")
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            extra = len(cells) > len(columns)
+            rows.append((first, dict(zip(columns, (c.strip() for c in cells), strict=False)),
+                         f"{len(cells)} fields, and the header names {len(columns)}" if extra else None))
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: not valid CSV ({exc})") from None
+    return columns or [], rows
+
+
+def _rows(path: Path) -> tuple[list[str], list[Row]]:
+    """The columns and rows of a CSV file with a header, or of a JSONL file of objects."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
     except OSError as exc:
         raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 text file") from None
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows, columns = [], []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{number}: not a JSON object")
-            columns += [k for k in row if k not in columns]
-            rows.append((number, {k: "" if v is None else str(v) for k, v in row.items()}))
-        return columns, rows
-    reader = csv.DictReader(text.splitlines())
-    columns = [c.strip() for c in reader.fieldnames or []]
-    rows = []
-    for row in reader:
-        values = {(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        if any(values.values()):
-            rows.append((reader.line_num, values))
-    return columns, rows
+        return _jsonl_rows(path, text)
+    return _csv_rows(path, text)
+
+
+def _check_values(values: dict[str, str], problem: str | None) -> None:
+    if problem is not None:
+        raise InputError(problem)
+    for column, value in values.items():
+        if "\0" in value:
+            raise InputError(f"{column}: contains a NUL character")
+        try:
+            size = len(os.fsencode(value))
+        except UnicodeEncodeError:
+            raise InputError(f"{column}: contains a character that no file name can hold") from None
+        if size > MAX_PATH_BYTES:
+            raise InputError(f"{column}: {size} bytes long, longer than any path or value")
+        if column in PATH_COLUMNS and any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in Path(value).parts):
+            raise InputError(f"{column}: a file or folder name in it is longer than {MAX_NAME_BYTES} bytes")
 
 
 def read_job_file(path: Path, defaults: RenderOptions) -> list[Entry]:
@@ -135,7 +249,8 @@ def read_job_file(path: Path, defaults: RenderOptions) -> list[Entry]:
     columns, rows = _rows(path)
     unknown = [c for c in columns if c not in JOB_COLUMNS]
     if unknown:
-        raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}; the columns are {', '.join(JOB_COLUMNS)}")
+        shown = ", ".join(c if len(c) <= 40 else c[:40] + "..." for c in unknown[:5])
+        raise InputError(f"{path}: unknown column(s) {shown}; the columns are {', '.join(JOB_COLUMNS)}")
     for required in ("audio", "character"):
         if required not in columns:
             raise InputError(f"{path}: the column {required!r} is missing")
@@ -143,9 +258,10 @@ def read_job_file(path: Path, defaults: RenderOptions) -> list[Entry]:
         raise InputError(f"{path}: lists no job")
     base = path.parent
     entries = []
-    for index, (number, row) in enumerate(rows, 1):
+    for index, (number, row, problem) in enumerate(rows, 1):
         source = f"{path.name}:{number}"
         try:
+            _check_values(row, problem)
             if not row.get("audio") or not row.get("character"):
                 raise InputError("audio and character must both be given")
             audio = base / row["audio"]

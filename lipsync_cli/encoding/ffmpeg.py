@@ -142,6 +142,12 @@ def check_output_path(target: Path, overwrite: bool, containers: dict[str, str] 
     """Refuse an output that cannot or must not be written, before any work (`containers`: the extensions
     allowed)."""
     target = Path(target)
+    try:
+        target.lstat()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a name too long for the file system, a path through a file, a loop of links
+        raise OutputError(f"{target}: {exc.strerror or exc}") from None
     if target.is_symlink() and not target.exists():
         raise OutputError(f"{target}: is a symbolic link to a missing file; give a plain file name")
     if target.is_dir():
