@@ -69,7 +69,8 @@ class Busy(RenderError):
     """A resource (a device's model budget, a server's queue) stayed full for longer than the caller waits."""
 
 
-class Interrupted(LipsyncError):
-    """SIGINT or SIGTERM stopped the work."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped the work. Like KeyboardInterrupt, not an error of a job or an input: no
+    `except Exception` and no `except LipsyncError` catches it."""
 
     exit_code = 130

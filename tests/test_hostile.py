@@ -5,9 +5,12 @@ standard input, Ray workers' folders, job files, cache entries, dataset imports,
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -22,6 +25,7 @@ from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.render import RenderOptions
 
 from .conftest import REPO
+from .models import character_with, load, nan_output
 
 runner = CliRunner()
 ROOT = os.geteuid() == 0
@@ -58,6 +62,30 @@ def clip(tmp_path):
     return path
 
 
+# -- 1. the report ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["job file", "audio", "output", "character file", "directory", "read-only"])
+def test_a_report_that_would_replace_a_file_is_refused_before_work(tmp_path, clip, alice_copy, target):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"audio,character\n{clip.name},{alice_copy}\n")
+    out, folder = tmp_path / "out", tmp_path / "folder"
+    out.mkdir()
+    folder.mkdir()
+    if target == "read-only" and not ROOT:
+        folder.chmod(0o555)
+    report = {"job file": jobs, "audio": clip, "output": out / "alice_a1.mp4",
+              "character file": alice_copy / "boxes.npy", "directory": folder,
+              "read-only": (Path("/sys") if ROOT else folder) / "report.json"}[target]
+    before = {p: p.read_bytes() for p in (jobs, clip, alice_copy / "boxes.npy")}
+    result = invoke("batch", jobs, "--output-dir", out, "--name", "{character}_{stem}.mp4", "--device", "cpu",
+                    "--report", report)
+    line = one_line(result)
+    assert str(report) in line and "--report" in line
+    assert not list(out.iterdir())
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert not list(tmp_path.rglob(".*.tmp"))
+
+
 # -- 2. a template cache on a full file system -----------------------------------------------------
 
 def test_a_cache_on_a_file_system_that_fills_up_is_turned_off_and_the_render_goes_on(tmp_path):
@@ -89,6 +117,53 @@ def test_a_cache_on_a_file_system_that_fills_up_is_turned_off_and_the_render_goe
     reference = tmp_path / "reference.mp4"
     assert invoke("render", audio, "-c", "alice", "-o", reference, "--device", "cpu", "--no-cache").exit_code == 0
     assert (tmp_path / "out.mp4").read_bytes() == reference.read_bytes()
+
+
+# -- 3. signals while planning, and twice while rendering ------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_planning_is_no_jobs_refusal(tmp_path, clip, signum):
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("audio,character\n" + f"{clip.name},alice\n" * 3000)
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    proc = subprocess.Popen(lipsync("batch", jobs, "--output-dir", out, "--name", "{index}.mp4", "--keep-going",
+                                    "--device", "cpu", "--report", report),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not out.exists() and time.time() < deadline:  # made just before planning starts
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    try:
+        _, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:  # it went on planning, then rendering
+        proc.kill()
+        pytest.fail("the batch went on after the signal")
+    assert proc.returncode == 130 and err.strip().startswith("lipsync: error: interrupted"), err
+    data = json.loads(report.read_text())
+    assert data["outcome"] == "interrupted" and data["exit_code"] == 130
+    assert {j["status"] for j in data["jobs"]} == {"not started"}
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_ctrl_c_twice_while_rendering_stops_once_cleanly(tmp_path, write_audio):
+    clips = [write_audio(speech_like(3.0, seed=i), 16000, name=f"c{i}.wav") for i in range(3)]
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    proc = subprocess.Popen(lipsync("render", *clips, "-c", "alice", "--output-dir", out, "--device", "cpu",
+                                    "--report", report), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.is_dir() and any(p.suffix == ".part" for p in out.iterdir())):
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "lipsync: error: interrupted", err
+    assert "Traceback" not in err and "terminate called" not in err
+    assert json.loads(report.read_text())["outcome"] == "interrupted"
+    assert not out.exists() or not [p for p in out.iterdir() if p.suffix == ".part"]
 
 
 # -- 6, 7, 8. job files ----------------------------------------------------------------------------
@@ -192,3 +267,33 @@ def test_an_unusable_cache_entry_is_rebuilt_and_never_waited_on(tmp_path, clip, 
     assert rendered.exit_code == 0, rendered.stderr
     assert entry.is_file() and not entry.is_fifo()  # rebuilt in its place
     assert invoke("cache").exit_code == 0
+
+
+# -- 13. a failed job always says so on stderr -----------------------------------------------------
+
+@pytest.mark.parametrize("keep_going", [False, True], ids=["stop", "keep going"])
+def test_a_failed_job_leaves_a_line_on_stderr_even_when_quiet(tmp_path, clip, keep_going):
+    broken = character_with(tmp_path, "broken", unet=nan_output(load("unet")))
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"audio,character\n{clip.name},{broken}\n")
+    result = invoke("batch", jobs, "-q", "--output-dir", tmp_path / "out", "--device", "cpu",
+                    *(["--keep-going"] if keep_going else []))
+    line = one_line(result, code=1)
+    assert line.startswith("lipsync: error: jobs.csv:2: ") and "NaN" in line
+
+
+# -- 14. --skip-existing and what is not an output -------------------------------------------------
+
+@pytest.mark.parametrize("what, expected", [("empty file", "exists but is empty, not a finished render"),
+                                            ("directory", "is a directory")])
+def test_skip_existing_skips_only_a_finished_output(tmp_path, clip, what, expected):
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "a1_alice.mp4"
+    if what == "empty file":
+        target.write_bytes(b"")
+    else:
+        target.mkdir()
+    result = invoke("render", clip, "-c", "alice", "--output-dir", out, "--skip-existing", "--device", "cpu")
+    assert expected in refused_job(result)
+    assert target.exists() and (target.is_dir() or target.stat().st_size == 0)

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from lipsync_cli.encoding.folders import make_folders
+from lipsync_cli.encoding.folders import folder_problem, make_folders
+from lipsync_cli.encoding.ffmpeg import InputIndex
+from lipsync_cli.errors import LipsyncError, OutputError
 from lipsync_cli.models.registry import ModelStats
 
 Status = Literal["ok", "failed", "interrupted", "refused", "skipped", "not started"]
@@ -60,8 +62,35 @@ def write_report(path: Path, records: list[JobRecord], models: list[ModelStats],
     }
     make_folders(path.parent)
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temp, path)
+    try:
+        temp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise LipsyncError(f"{path}: the report cannot be written ({exc.strerror or exc})", option="report") from None
+
+
+def check_report_target(path: Path) -> None:
+    """Refuse, before any work, a report that cannot be written: a folder or a special file under its name,
+    a folder that cannot be written or made (a missing one is made when the report is written)."""
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory; give a file name such as {path / 'report.json'}",
+                          option="report")
+    if path.exists() and not path.is_file():
+        raise OutputError(f"{path}: not a regular file", option="report")
+    parent = path.parent if str(path.parent) else Path(".")
+    problem = folder_problem(parent)
+    if problem is not None:
+        raise OutputError(f"{path}: the report's folder cannot be used or made: {problem}", option="report")
+
+
+def report_clash(path: Path, files: dict[Path, str]) -> OutputError | None:
+    """Why the report must not be written at `path`: it is one of the files a batch reads or writes."""
+    found = InputIndex(files).find(path)
+    if found is None:
+        return None
+    where, what = found
+    return OutputError(f"{path}: is {what} ({where}); the report must not replace it", option="report")
 
 
 now = _now

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, output_name
+from lipsync_cli.characters.manifest import find_character
 from lipsync_cli.encoding.ffmpeg import InputIndex
-from lipsync_cli.errors import InputError, Interrupted, LipsyncError
+from lipsync_cli.errors import InputError, Interrupted, LipsyncError, OutputExists
 from lipsync_cli.models.devices import Device
 from lipsync_cli.render import RenderEvent, RenderPlan, Started, execute, plan
 from lipsync_cli.render.planning import job_inputs
@@ -73,7 +74,7 @@ class Batch:
                 if key in outputs:
                     raise InputError(f"{job.output}: is also the output of {outputs[key].source}")
                 outputs[key] = record
-                if self.settings.skip_existing and job.output.exists():
+                if self.settings.skip_existing and _finished(job.output, job.options.overwrite):
                     record.status = "skipped"
                     continue
                 planned = plan(job, self.runtime, self.settings.jobs_per_device)
@@ -87,6 +88,29 @@ class Batch:
             record.frames, record.audio_seconds = planned.frames, planned.audio.duration
         self._refuse_outputs_that_are_inputs()
         return self.records
+
+    def files(self) -> dict[Path, str]:
+        """Every file the batch reads or writes, as far as it is known yet, and what it is: the planned jobs'
+        inputs, every job's audio and output, and the files of the characters named."""
+        files: dict[Path, str] = {}
+        folders: dict[str, Path | None] = {}
+        for entry, record in zip(self.entries, self.records, strict=True):
+            planned = self.plans.get(entry.index)
+            if planned is not None:
+                for path, what in job_inputs(planned.job.audio, planned.character).items():
+                    files.setdefault(path, f"{what} of {record.source}")
+            if entry.job is None:
+                continue
+            files.setdefault(Path(entry.job.audio), f"the audio input of {record.source}")
+            output = record.output or entry.job.output
+            if output is not None:
+                files.setdefault(Path(output), f"the output of {record.source}")
+            if entry.job.character not in folders:
+                folders[entry.job.character] = _folder(entry.job.character)
+        for name, folder in folders.items():
+            for path in _files_in(folder):
+                files.setdefault(path, f"a file of the character {name}")
+        return files
 
     def _refuse_outputs_that_are_inputs(self) -> None:
         """A job must not write over what another job reads (its audio, its character's files)."""
@@ -196,3 +220,26 @@ class Batch:
     @property
     def stopped_by(self) -> str | None:
         return self._stopped_by
+
+
+def _finished(output: Path, overwrite: bool) -> bool:
+    """Whether --skip-existing skips a job: its output is there and not empty."""
+    if not output.is_file():
+        return False
+    if output.stat().st_size == 0 and not overwrite:
+        raise OutputExists(f"{output}: exists but is empty, not a finished render")
+    return output.stat().st_size > 0
+
+
+def _folder(character: str) -> Path | None:
+    try:
+        return find_character(character)
+    except LipsyncError:
+        return None
+
+
+def _files_in(folder: Path | None) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_file()] if folder is not None else []
+    except OSError:
+        return []

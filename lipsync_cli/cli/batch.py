@@ -86,6 +86,6 @@ def batch_command(
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
         config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
         on_cluster = cluster_settings(cluster, cluster_address, cpu_workers, retries, shared_fs)
-        return run_batch(entries, settings, config, report, dry_run, quiet, on_cluster)
+        return run_batch(entries, settings, config, report, dry_run, quiet, on_cluster, job_file=jobs_file)
 
     raise typer.Exit(run_reporting(work, debug))

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from lipsync_cli.batch.report import JobRecord, now, write_report
+from lipsync_cli.batch.report import JobRecord, check_report_target, now, report_clash, write_report
 from lipsync_cli.batch.runner import Batch, BatchSettings
 from lipsync_cli.batch.sources import Entry
 from lipsync_cli.cli.common import cli_message, console, err_console, is_interactive, print_note
@@ -98,15 +98,16 @@ def runtime_config(devices: str, max_models: int | None, max_memory: str | None,
                          eviction=cast(EvictionPolicy, eviction), cache=cache)
 
 
-def _bad_lines(batch: Batch, records: list[JobRecord]) -> None:
-    bad = [r for r in records if r.status == "refused"]
+def _error_lines(batch: Batch, records: list[JobRecord], status: str) -> None:
+    """One line on stderr per job refused (or failed by itself), at most MAX_BAD_LINES."""
+    bad = [r for r in records if r.status == status and (status == "refused" or r.index in batch.errors)]
     for record in bad[:MAX_BAD_LINES]:
         exc = batch.errors.get(record.index)
         message = cli_message(exc) if exc is not None else record.error
         prefix = "" if message and message.startswith(record.source) else f"{record.source}: "
         err_console.print(f"lipsync: error: {prefix}{message}", soft_wrap=True, highlight=False, markup=False)
     if len(bad) > MAX_BAD_LINES:
-        err_console.print(f"lipsync: error: ... and {len(bad) - MAX_BAD_LINES} more bad jobs", soft_wrap=True)
+        err_console.print(f"lipsync: error: ... and {len(bad) - MAX_BAD_LINES} more {status} jobs", soft_wrap=True)
 
 
 def _plan_table(records: list[JobRecord]) -> Table:
@@ -136,14 +137,15 @@ def _summary(records: list[JobRecord]) -> Table:
 
 
 def run_batch(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
-              dry_run: bool, quiet: bool, cluster: ClusterSettings | None = None) -> int:
+              dry_run: bool, quiet: bool, cluster: ClusterSettings | None = None, job_file: Path | None = None) -> int:
     """Plan, then render, a list of jobs; return the exit status (raise Interrupted on Ctrl-C / SIGTERM)."""
-    for folder, what, option in ((report.parent if report else None, f"{report}: the report's folder", "report"),
-                                 (settings.output_dir, f"{settings.output_dir}: the output folder", None)):
-        problem = folder_problem(folder) if folder is not None else None
+    if report is not None:
+        check_report_target(report)
+    if settings.output_dir is not None:
+        problem = folder_problem(settings.output_dir)
         if problem is not None:
-            raise InputError(f"{what} cannot be used or made: {problem}", option=option)
-    return _run(entries, settings, config, report, dry_run, quiet, now(), cluster)
+            raise InputError(f"{settings.output_dir}: the output folder cannot be used or made: {problem}")
+    return _run(entries, settings, config, Reporting(report, job_file, now()), dry_run, quiet, cluster)
 
 
 def cluster_settings(cluster: str | None, address: str | None, cpu_workers: int | None, retries: int,
@@ -158,30 +160,52 @@ def cluster_settings(cluster: str | None, address: str | None, cpu_workers: int 
     return ClusterSettings(address, cpu_workers, retries, shared_fs)
 
 
-def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, report: Path | None,
-         dry_run: bool, quiet: bool, started: str, cluster: ClusterSettings | None) -> int:
+class Reporting:
+    """The report of a run: written only where it destroys nothing the batch reads or writes."""
+
+    def __init__(self, path: Path | None, job_file: Path | None, started: str) -> None:
+        self.path, self.started = path, started
+        self.job_file = {job_file: "the job file"} if job_file is not None else {}
+
+    def check(self, batch: Batch) -> None:
+        clash = report_clash(self.path, {**self.job_file, **batch.files()}) if self.path is not None else None
+        if clash is not None:
+            raise clash
+
+    def write(self, batch: Batch, outcome: str, code: int) -> int:
+        if self.path is not None:
+            write_report(self.path, batch.records, batch.runtime.registry.stats(), outcome, code, self.started)
+        return code
+
+    def interrupted(self, batch: Batch) -> None:
+        if self.path is None or report_clash(self.path, {**self.job_file, **batch.files()}) is None:
+            self.write(batch, "interrupted", Interrupted.exit_code)
+
+
+def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, reporting: Reporting,
+         dry_run: bool, quiet: bool, cluster: ClusterSettings | None) -> int:
     if cluster is not None:
         entries = [replace(e, job=for_cluster(e.job)) if e.job is not None else e for e in entries]
     notify = None if quiet else print_note
     with Runtime(config, notify=notify) as runtime:
         batch = Batch(entries, runtime, settings)
-        records = batch.plan()
+        try:
+            reporting.check(batch)
+            records = batch.plan()
+        except (Interrupted, KeyboardInterrupt):
+            reporting.interrupted(batch)
+            raise
+        reporting.check(batch)
         refused = any(r.status == "refused" for r in records)
-
-        def finish(outcome: str, code: int) -> int:
-            if report is not None:
-                write_report(report, records, runtime.registry.stats(), outcome, code, started)
-            return code
-
         if refused:
-            _bad_lines(batch, records)
+            _error_lines(batch, records, "refused")
         if dry_run:
             console.print(_plan_table(records))
-            return finish("dry run", 2 if refused else 0)
+            return reporting.write(batch, "dry run", 2 if refused else 0)
         if refused and not settings.keep_going:
             err_console.print("lipsync: nothing rendered: fix the jobs above, or pass --keep-going to render "
                               "the good ones", soft_wrap=True)
-            return finish("refused", 2)
+            return reporting.write(batch, "refused", 2)
         todo = [r for r in records if r.status == "not started"]
         progress = BatchProgress(len(todo), sum(r.frames or 0 for r in todo), is_interactive(), not quiet)
         batch.on_update = progress.update
@@ -190,16 +214,17 @@ def _run(entries: list[Entry], settings: BatchSettings, config: RuntimeConfig, r
                 batch.run()
             else:
                 ClusterBatch(batch, cluster, config, progress.update).run()
-        except Interrupted:
+        except (Interrupted, KeyboardInterrupt):
             progress.close()
-            finish("interrupted", Interrupted.exit_code)
+            reporting.interrupted(batch)
             raise
         finally:
             progress.close()
         if not quiet:
             console.print(_summary(records))
+        _error_lines(batch, records, "failed")
         failed = any(r.status in ("failed", "refused") for r in records)
         if batch.stopped_by is not None and not quiet:
             err_console.print(f"lipsync: error: stopped after {batch.stopped_by} failed "
                               "(--keep-going renders the others)", soft_wrap=True)
-        return finish("failed" if failed else "ok", 1 if failed else 0)
+        return reporting.write(batch, "failed" if failed else "ok", 1 if failed else 0)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from lipsync_cli import interrupts
 from lipsync_cli.cli import signals
 from lipsync_cli.errors import Interrupted, LipsyncError, OutputExists
 
@@ -73,27 +72,11 @@ def fail(message: str, exit_code: int, debug: bool = False) -> typer.Exit:
     return typer.Exit(exit_code)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted("terminated")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a test runner); nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_reporting(work: Callable[[], T], debug: bool) -> T:
     """Run a command body; turn library errors into one line on stderr and their exit status."""
     try:
         signals.start_work()
-        with _sigterm_as_interrupt():
+        with interrupts.handled():
             return work()
     except typer.Exit:
         raise

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lipsync_cli import interrupts
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import Batch
 from lipsync_cli.cluster.worker import RenderWorker, WorkItem, pack_character
 from lipsync_cli.encoding.ffmpeg import temporary_path
 from lipsync_cli.encoding.folders import make_folders
-from lipsync_cli.errors import InputError, Interrupted, OutputError, OutputExists
+from lipsync_cli.errors import InputError, Interrupted, LipsyncError, OutputError, OutputExists
 from lipsync_cli.render import FramesDone, RenderJob, RenderPlan, Started
 from lipsync_cli.runtime import RuntimeConfig
 
@@ -109,8 +109,7 @@ class ClusterBatch:
             raise InputError(f"cannot start or reach the Ray cluster {address or '(local)'}: "
                              f"{' '.join(str(exc).split())[:200]}", option="cluster") from None
         self.started_ray = True
-        # Ray installs its own SIGTERM handling in the driver; a batch stops on SIGTERM as on Ctrl-C
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        interrupts.install()  # Ray replaced the SIGTERM handler with its own
 
     def _workers(self, queue) -> list[_Worker]:
         ray = self.ray
@@ -232,6 +231,7 @@ class ClusterBatch:
             if len(attempts) <= self.settings.retries:
                 return True
             record.status, record.error = "failed", f"its worker died {len(attempts)} times"
+            self.batch.errors[record.index] = LipsyncError(record.error)
             self.on_update(record, None)
             return False
         attempts.append({"worker": worker.name, **result["where"]})
@@ -246,6 +246,8 @@ class ClusterBatch:
                 record.status, record.frames, record.wall_seconds = "ok", result["frames"], result["elapsed"]
             except (OutputError, OSError) as exc:
                 record.status, record.error = "failed", str(exc)
+        if record.status == "failed":
+            self.batch.errors[record.index] = LipsyncError(record.error or "failed")
         worker.done += 1
         self.on_update(record, None)
         return False

@@ -120,7 +120,8 @@ class InputIndex:
             except OSError:
                 pass
 
-    def check(self, target: Path) -> None:
+    def find(self, target: Path) -> tuple[Path, str] | None:
+        """The input that `target` is (path, what), or None."""
         found = self._paths.get(target.resolve())
         if found is None:
             try:
@@ -128,6 +129,10 @@ class InputIndex:
                 found = self._inodes.get((st.st_dev, st.st_ino))
             except OSError:
                 pass
+        return found
+
+    def check(self, target: Path) -> None:
+        found = self.find(target)
         if found is not None:
             path, what = found
             raise OutputError(f"{target}: is {what} ({path}); writing the video there would destroy it")

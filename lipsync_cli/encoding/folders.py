@@ -20,7 +20,7 @@ def folder_problem(folder: Path) -> str | None:
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     try:  # os.access says yes to root even where the file system refuses
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".lipsync-check-"):
+        with tempfile.TemporaryFile(dir=existing, prefix=".lipsync-check-"):  # unnamed: nothing left if killed
             pass
     except OSError as exc:
         return f"{existing} is not writable ({exc.strerror or exc})"
