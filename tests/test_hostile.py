@@ -166,6 +166,36 @@ def test_ctrl_c_twice_while_rendering_stops_once_cleanly(tmp_path, write_audio):
     assert not out.exists() or not [p for p in out.iterdir() if p.suffix == ".part"]
 
 
+# -- 4. and 12. standard input ---------------------------------------------------------------------
+
+def test_standard_input_takes_the_batch_options(tmp_path, clip, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = clip.read_bytes()
+    dry = invoke("render", "-", "-c", "alice", "--dry-run", "--device", "cpu", "--output-dir", tmp_path / "d",
+                 input=data)
+    assert dry.exit_code == 0 and "would render" in dry.stdout, dry.stderr
+    assert not list(tmp_path.rglob("*.mp4"))
+    report = tmp_path / "r.json"
+    done = invoke("render", "-", "-c", "alice", "--device", "cpu", "--output-dir", tmp_path / "o", "--name",
+                  "speech.mp4", "--report", report, input=data)
+    assert done.exit_code == 0, done.stderr
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["speech.mp4"]
+    (job,) = json.loads(report.read_text())["jobs"]
+    assert job["status"] == "ok" and job["source"] == "standard input" and job["audio"] == "-"
+
+
+def test_empty_or_closed_standard_input_is_named_as_such(tmp_path):
+    empty = invoke("render", "-", "-c", "alice", "-o", tmp_path / "x.mp4", input=b"")
+    assert one_line(empty) == "lipsync: error: standard input: is empty (nothing was piped in)"
+    junk = invoke("render", "-", "-c", "alice", "-o", tmp_path / "x.mp4", input=b"not audio at all" * 100)
+    assert one_line(junk).startswith("lipsync: error: standard input: ") and "lipsync-stdin" not in junk.stderr
+    closed = subprocess.run(lipsync("render", "-", "-c", "alice", "-o", tmp_path / "x.mp4"), cwd=REPO,
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 2 and closed.stderr.startswith("lipsync: error: standard input: is closed")
+    assert not (tmp_path / "x.mp4").exists()
+
+
 # -- 6, 7, 8. job files ----------------------------------------------------------------------------
 
 JOB_FILES = [

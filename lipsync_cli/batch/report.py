@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from lipsync_cli.encoding.folders import folder_problem, make_folders
 from lipsync_cli.encoding.ffmpeg import InputIndex
+from lipsync_cli.encoding.folders import folder_problem, make_folders
 from lipsync_cli.errors import LipsyncError, OutputError
 from lipsync_cli.models.registry import ModelStats
 

@@ -43,7 +43,7 @@ class Batch:
     def __init__(self, entries: list[Entry], runtime: Runtime, settings: BatchSettings = BatchSettings(),
                  on_update: Update | None = None) -> None:
         self.entries, self.runtime, self.settings = entries, runtime, settings
-        self.records = [JobRecord(e.index, e.source, str(e.job.audio) if e.job else "",
+        self.records = [JobRecord(e.index, e.source, e.audio_name or (str(e.job.audio) if e.job else ""),
                                   e.job.character if e.job else "", None) for e in entries]
         self.plans: dict[int, RenderPlan] = {}
         self.errors: dict[int, LipsyncError] = {}  # what refused or failed each job, for the CLI's wording

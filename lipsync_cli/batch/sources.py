@@ -39,6 +39,7 @@ class Entry:
     source: str  # e.g. "jobs.csv:4" or the audio file
     job: RenderJob | None
     error: str | None = None
+    audio_name: str | None = None  # how the report names the audio, when not by its path ("-")
 
 
 def expand_audio(arguments: list[str], recursive: bool = False) -> list[Path]:

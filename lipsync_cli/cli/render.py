@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
+from lipsync_cli.audio.loading import probe_audio
 from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, drop_repeats, expand_audio
@@ -47,11 +48,13 @@ from lipsync_cli.cli.batching import (
 from lipsync_cli.cli.common import Debug, err_console, is_interactive, print_note, run_reporting, settle_heap
 from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
-from lipsync_cli.errors import InputError
+from lipsync_cli.errors import AudioError, InputError
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, RenderOptions, Started, execute, plan
 from lipsync_cli.render.jobs import as_blend
 from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+STDIN = "standard input"
 
 
 def render_command(
@@ -104,19 +107,20 @@ def render_command(
     def work() -> int:
         options = RenderOptions(parse_device(device, gpu), batch_size, as_blend(blend),
                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
-        if "-" in audio:
-            if len(audio) > 1:
-                raise InputError("standard input (-) can only be the one input")
-            with _stdin_spooled() as spooled:
-                _render_one(RenderJob(spooled, character, output, options),
-                            RuntimeConfig(devices=devices, cache=not no_cache), quiet)
-            return 0
-        inputs, repeats = drop_repeats(expand_audio(audio, recursive))
-        if repeats and not quiet:
-            shown = ", ".join(str(p) for p in repeats[:3]) + (", ..." if len(repeats) > 3 else "")
-            print_note(f"{len(repeats)} input{'s' if len(repeats) > 1 else ''} listed more than once, rendered "
-                       f"once: {shown}")
-        single = len(audio) == 1 and len(inputs) == 1 and not Path(audio[0]).is_dir()
+        if "-" not in audio:
+            inputs, repeats = drop_repeats(expand_audio(audio, recursive))
+            if repeats and not quiet:
+                shown = ", ".join(str(p) for p in repeats[:3]) + (", ..." if len(repeats) > 3 else "")
+                print_note(f"{len(repeats)} input{'s' if len(repeats) > 1 else ''} listed more than once, rendered "
+                           f"once: {shown}")
+            return render(inputs, options, stdin=False)
+        if len(audio) > 1:
+            raise InputError("standard input (-) can only be the one input")
+        with _stdin_spooled() as spooled:
+            return render([spooled], options, stdin=True)
+
+    def render(inputs: list[Path], options: RenderOptions, stdin: bool) -> int:
+        single = stdin or (len(audio) == 1 and len(inputs) == 1 and not Path(audio[0]).is_dir())
         if not inputs:
             folders = [a for a in audio if Path(a).is_dir()]
             raise InputError(f"{folders[0]}: is a directory with no audio files" if folders
@@ -124,12 +128,13 @@ def render_command(
         if output is not None and not single:
             raise InputError(f"an output file (-o) is for one input, and {len(inputs)} were given: use --output-dir "
                              "and --name")
-        if single and not (dry_run or report or skip_existing or keep_going or output_dir or cluster):
+        batch_options = (dry_run, report, skip_existing, keep_going, output_dir, cluster, name != DEFAULT_NAME)
+        if single and not any(batch_options):
             job = RenderJob(inputs[0], character, output, options)
             _render_one(job, RuntimeConfig(devices=devices, cache=not no_cache), quiet)
             return 0
-        entries = [Entry(i, str(path), RenderJob(path, character, output, options))
-                   for i, path in enumerate(inputs, 1)]
+        entries = [Entry(i, STDIN if stdin else str(path), RenderJob(path, character, output, options),
+                         audio_name="-" if stdin else None) for i, path in enumerate(inputs, 1)]
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
         config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)
         on_cluster = cluster_settings(cluster, cluster_address, cpu_workers, retries, shared_fs)
@@ -141,11 +146,22 @@ def render_command(
 @contextmanager
 def _stdin_spooled() -> Iterator[Path]:
     """Standard input copied to a temporary file named `stdin` (so the default output is stdin_<character>.mp4):
-    the audio is checked in full before work, and ffmpeg reads it a second time to mux it."""
+    the audio is checked in full before work, and ffmpeg reads it a second time to mux it. Problems with it
+    are told of "standard input", not of the temporary file."""
+    if sys.stdin is None:
+        raise InputError(f"{STDIN}: is closed; pipe the audio in, or give an audio file")
+    if sys.stdin.isatty():
+        raise InputError(f"{STDIN}: is a terminal; pipe the audio in (lipsync render - ... < speech.wav)")
     with tempfile.TemporaryDirectory(prefix="lipsync-stdin-") as folder:
         path = Path(folder) / "stdin"
         with open(path, "wb") as out:
             shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        if path.stat().st_size == 0:
+            raise AudioError(f"{STDIN}: is empty (nothing was piped in)")
+        try:
+            probe_audio(path)
+        except AudioError as exc:
+            raise AudioError(str(exc).replace(str(path), STDIN)) from None
         yield path
 
 
