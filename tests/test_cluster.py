@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -82,9 +83,10 @@ def test_a_dead_worker_costs_one_retry_and_never_a_partial_file(tmp_path, write_
             ray.kill(worker.actor)
             killed.append(worker.name)
 
-    records, _ = cluster_run(tmp_path, [(audio, "alice")], on_update, holder=holder)
+    records, cluster = cluster_run(tmp_path, [(audio, "alice")], on_update, holder=holder)
     (record,) = records
     assert killed and record.status == "ok" and len(record.attempts) == 2
+    assert len(cluster.folders) == 3 and not any(Path(f).exists() for _, _, f in cluster.folders)  # with the killed one
     assert "died" in record.attempts[0]["error"] and record.attempts[1]["worker"] != killed[0]
     single = tmp_path / "single.mp4"
     assert runner.invoke(app, ["render", str(audio), "-c", "alice", "-o", str(single), "--device", "cpu"]
@@ -108,9 +110,12 @@ def test_interrupting_the_driver_leaves_no_partial_file(tmp_path, write_audio, l
         if isinstance(event, FramesDone):
             raise KeyboardInterrupt
 
+    holder = {}
     with pytest.raises(Interrupted):
-        cluster_run(tmp_path, [(audio, "alice"), (audio, "alice")], on_update)
+        cluster_run(tmp_path, [(audio, "alice"), (audio, "alice")], on_update, holder=holder)
     assert list((tmp_path / "out").iterdir()) == []
+    folders = holder["cluster"].folders
+    assert folders and not any(Path(f).exists() for _, _, f in folders)  # busy workers are killed: the driver
 
 
 def test_without_ray_the_error_is_one_line(tmp_path, clips, monkeypatch):

@@ -23,6 +23,7 @@ from lipsync_cli.errors import InputError
 from lipsync_cli.frames.cache_file import HEADER, MAGIC
 from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.render import RenderOptions
+from lipsync_cli.runtime import RuntimeConfig
 
 from .conftest import REPO
 from .models import character_with, load, nan_output
@@ -194,6 +195,27 @@ def test_empty_or_closed_standard_input_is_named_as_such(tmp_path):
                             preexec_fn=lambda: os.close(0))
     assert closed.returncode == 2 and closed.stderr.startswith("lipsync: error: standard input: is closed")
     assert not (tmp_path / "x.mp4").exists()
+
+
+# -- 5. Ray workers' folders -----------------------------------------------------------------------
+
+def test_a_worker_removes_its_folder_and_those_of_dead_workers(tmp_path, monkeypatch):
+    from lipsync_cli.cluster.worker import PREFIX, RenderWorker, remove_dead_workers
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{PREFIX}{dead.pid}-abcd"
+    (stale / "characters").mkdir(parents=True)
+    alive = tmp_path / f"{PREFIX}{os.getppid()}-efgh"
+    alive.mkdir()
+    worker = RenderWorker(RuntimeConfig(devices="cpu"))
+    assert not stale.exists() and alive.is_dir()  # a dead worker's folder goes when the next one starts
+    assert worker.root.parent == tmp_path and worker.root.name.startswith(f"{PREFIX}{os.getpid()}-")
+    worker.shutdown()
+    assert not worker.root.exists()
+    assert remove_dead_workers(tmp_path) == []
 
 
 # -- 6, 7, 8. job files ----------------------------------------------------------------------------

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,10 +22,12 @@ from lipsync_cli.cluster.worker import RenderWorker, WorkItem, pack_character
 from lipsync_cli.encoding.ffmpeg import temporary_path
 from lipsync_cli.encoding.folders import make_folders
 from lipsync_cli.errors import InputError, Interrupted, LipsyncError, OutputError, OutputExists
+from lipsync_cli.processes import process_exists
 from lipsync_cli.render import FramesDone, RenderJob, RenderPlan, Started
 from lipsync_cli.runtime import RuntimeConfig
 
 INSTALL = "pip install 'lipsync-cli[ray]'"
+SHUTDOWN_WAIT = 10.0  # seconds for idle workers to remove their folders, and for killed ones to be gone
 
 
 def import_ray():
@@ -49,6 +54,7 @@ class _Worker:
     held: set[str] = field(default_factory=set)
     job: tuple | None = None  # (record, plan, ref) in flight
     done: int = 0
+    folder: tuple[str, int, str] | None = None  # (node, pid, folder), as the worker tells
 
 
 def pick_job(held: set[str], characters: list[str | None]) -> int:
@@ -92,6 +98,7 @@ class ClusterBatch:
         self.started_ray = False
         self.attempts: dict[int, list[dict]] = {}
         self.workers: list[_Worker] = []
+        self.folders: list[tuple[str, int, str]] = []  # (node, pid, folder) of every worker started
 
     # -- cluster -----------------------------------------------------------------------------------
     def _connect(self) -> None:
@@ -120,8 +127,12 @@ class ClusterBatch:
         else:
             count = self.settings.cpu_workers or max(1, min(4, int(ray.cluster_resources().get("CPU", 1))))
             options = [dict(num_cpus=1)] * count
-        return [_Worker(actor_class.options(**o).remote(self.config, queue), f"worker-{i}")
-                for i, o in enumerate(options)]
+        workers = [_Worker(actor_class.options(**o).remote(self.config, queue), f"worker-{i}")
+                   for i, o in enumerate(options)]
+        for worker, folder in zip(workers, ray.get([w.actor.folder.remote() for w in workers]), strict=True):
+            worker.folder = folder
+            self.folders.append(folder)
+        return workers
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -141,20 +152,43 @@ class ClusterBatch:
                 if w.job is not None:
                     record = w.job[0]
                     record.status, record.error = "interrupted", "interrupted"
-                self.ray.kill(w.actor)
             if isinstance(exc, Interrupted):
                 raise
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted("interrupted") from None
             raise
         finally:
-            for w in workers:
-                try:
-                    self.ray.kill(w.actor)
-                except Exception:  # already gone
-                    pass
+            self._stop(self.workers)
             if self.started_ray:
                 self.ray.shutdown()
+
+    def _stop(self, workers: list[_Worker]) -> None:
+        """Idle workers shut down and remove their folders; busy ones (after an interrupt) are killed, and the
+        folders they leave on this machine are removed once they are gone (on other machines, by the next
+        worker that starts there)."""
+        ray = self.ray
+        asked = {w.actor.shutdown.remote(): w for w in workers if w.job is None}
+        clean: set[int] = set()
+        for ref in ray.wait(list(asked), num_returns=len(asked), timeout=SHUTDOWN_WAIT)[0] if asked else []:
+            try:
+                ray.get(ref)
+                clean.add(id(asked[ref]))
+            except Exception:  # the worker died meanwhile: handled as a killed one
+                pass
+        for w in workers:
+            try:
+                ray.kill(w.actor)
+            except Exception:  # already gone
+                pass
+        here = socket.gethostname()
+        gone = {w.folder for w in workers if id(w) in clean}
+        left = [f for f in self.folders if f[0] == here and f not in gone]
+        deadline = time.monotonic() + SHUTDOWN_WAIT
+        while any(process_exists(pid) for _, pid, _ in left) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for _, pid, folder in left:
+            if not process_exists(pid):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _archive(self, plan: RenderPlan, archives: dict) -> tuple[str, Any]:
         folder = plan.character.root
@@ -212,7 +246,10 @@ class ClusterBatch:
         actor_class = self.ray.remote(RenderWorker)
         gpus = int(self.ray.cluster_resources().get("GPU", 0))
         options = dict(num_gpus=1, num_cpus=1) if gpus else dict(num_cpus=1)
-        return _Worker(actor_class.options(**options).remote(self.config, queue), dead.name + "'")
+        worker = _Worker(actor_class.options(**options).remote(self.config, queue), dead.name + "'")
+        worker.folder = self.ray.get(worker.actor.folder.remote())
+        self.folders.append(worker.folder)
+        return worker
 
     def _drain(self, queue) -> None:
         while not queue.empty():

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from lipsync_cli.errors import LipsyncError
 from lipsync_cli.models.devices import DeviceRequest
+from lipsync_cli.processes import process_exists
 from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, execute, plan
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 PROGRESS_EVERY = 0.5  # seconds between progress messages to the driver
+PREFIX = "lipsync-worker-"
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,38 @@ def pack_character(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def worker_pid(folder: Path) -> int | None:
+    """The process id in a worker folder's name (lipsync-worker-PID-XXXX)."""
+    pid = folder.name[len(PREFIX) :].split("-")[0]
+    return int(pid) if folder.name.startswith(PREFIX) and pid.isdigit() else None
+
+
+def remove_dead_workers(directory: Path | None = None) -> list[Path]:
+    """Remove the folders of workers that no longer exist (killed, or their node's driver interrupted)."""
+    removed = []
+    for folder in Path(directory or tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        pid = worker_pid(folder)
+        if pid is not None and pid != os.getpid() and not process_exists(pid) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 class RenderWorker:
     def __init__(self, config: RuntimeConfig, progress=None) -> None:
+        remove_dead_workers()
         self.runtime = Runtime(config)
-        self.root = Path(tempfile.mkdtemp(prefix="lipsync-worker-"))
+        self.root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
         self.characters: dict[str, Path] = {}
         self.progress = progress  # a ray.util.queue.Queue, or None
 
     def where(self) -> dict:
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         return {"node": socket.gethostname(), "pid": os.getpid(), "gpus": gpus}
+
+    def folder(self) -> tuple[str, int, str]:
+        """(node, process id, folder): what the driver removes if it has to kill this worker."""
+        return socket.gethostname(), os.getpid(), str(self.root)
 
     def holds(self, digest: str) -> bool:
         return digest in self.characters
