@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
@@ -25,8 +27,9 @@ from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.render import RenderOptions
 from lipsync_cli.runtime import RuntimeConfig
 
-from .conftest import REPO
+from .conftest import ALICE, REPO
 from .models import character_with, load, nan_output
+from .test_import import make_dataset, run_import
 
 runner = CliRunner()
 ROOT = os.geteuid() == 0
@@ -319,6 +322,53 @@ def test_an_unusable_cache_entry_is_rebuilt_and_never_waited_on(tmp_path, clip, 
     assert rendered.exit_code == 0, rendered.stderr
     assert entry.is_file() and not entry.is_fifo()  # rebuilt in its place
     assert invoke("cache").exit_code == 0
+
+
+# -- 10. SyncTalk_2D imports -----------------------------------------------------------------------
+
+def _break_dataset(dataset, tmp_path, how):
+    if how == "NaN landmark":
+        path = dataset / "landmarks" / "2.lms"
+        lines = path.read_text().splitlines()
+        lines[31] = "nan 10.0"
+        path.write_text("\n".join(lines) + "\n")
+    elif how == "inf landmark":
+        path = dataset / "landmarks" / "0.lms"
+        lines = path.read_text().splitlines()
+        lines[52] = "5.0 inf"
+        path.write_text("\n".join(lines) + "\n")
+    elif how == "truncated JPEG":
+        path = dataset / "full_body_img" / "3.jpg"
+        path.write_bytes(path.read_bytes()[:-4000])
+    elif how == "mask not an image":
+        (dataset / "parsing" / "1.png").write_text("not an image")
+    elif how == "mask of another size":
+        cv2.imwrite(str(dataset / "parsing" / "4.png"), np.zeros((100, 100, 3), np.uint8))
+    else:
+        (tmp_path / "junk.onnx").write_bytes(b"not a model")
+        return tmp_path / "junk.onnx"
+    return ALICE / "model_best.onnx"
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("NaN landmark", "landmarks/2.lms: point 31 is not a finite number"),
+    ("inf landmark", "landmarks/0.lms: point 52 is not a finite number"),
+    ("truncated JPEG", "full_body_img/3.jpg: not a readable JPEG image (cut short)"),
+    ("mask not an image", "parsing/1.png: not a readable image"),
+    ("mask of another size", "parsing/4.png: 100x100, the frames are 640x480"),
+    ("junk UNet", "junk.onnx"),
+])
+def test_bad_datasets_and_models_are_refused_at_import(tmp_path, how, expected):
+    dataset = make_dataset(tmp_path / "data")
+    unet = _break_dataset(dataset, tmp_path, how)
+    result = invoke("characters", "import", "synctalk2d", dataset, "--unet", unet, "--audio-encoder",
+                    ALICE / "audio_encoder.onnx", "--name", "bad", "--out", tmp_path / "bad")
+    line = one_line(result)
+    assert expected in line and ".importing" not in line and "Premature end" not in result.stderr
+    assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.importing").exists()
+    if how == "junk UNet":
+        assert line.startswith(f"lipsync: error: {unet}: ")
+        assert run_import(tmp_path, dataset, "good").exit_code == 0  # the same dataset with a real model
 
 
 # -- 13. a failed job always says so on stderr -----------------------------------------------------

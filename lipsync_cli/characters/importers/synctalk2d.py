@@ -21,6 +21,9 @@ from lipsync_cli.characters.manifest import MANIFEST, load_character
 from lipsync_cli.characters.toml_out import to_toml
 from lipsync_cli.encoding.ffmpeg import ffmpeg_exe
 from lipsync_cli.errors import CharacterError
+from lipsync_cli.models.contracts import check_audio_encoder, check_unet
+from lipsync_cli.models.sessions import read_signature
+from lipsync_cli.specs import CropSpec
 
 POINTS = 110
 FPS = 25
@@ -52,7 +55,34 @@ def read_landmarks(path: Path) -> np.ndarray:
         raise CharacterError(f"{path}: not a landmark file of 'x y' lines ({exc})") from None
     if points.shape != (POINTS, 2):
         raise CharacterError(f"{path}: {len(rows)} points, a SyncTalk_2D landmark file has {POINTS}")
+    bad = np.flatnonzero(~np.isfinite(points).all(axis=1))
+    if len(bad):
+        raise CharacterError(f"{path}: point {int(bad[0])} is not a finite number ({' '.join(rows[bad[0]])})")
     return points
+
+
+def read_frame(path: Path) -> np.ndarray:
+    """A dataset frame as BGR; a JPEG cut short is refused (libjpeg would fill it in grey, with a warning)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CharacterError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    scan, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if 0 < scan < end else None
+    if image is None:
+        raise CharacterError(f"{path}: not a readable JPEG image" + (" (cut short)" if data[:2] == b"\xff\xd8" else ""))
+    return image
+
+
+def check_masks(folder: Path, numbers: list[int], width: int, height: int) -> None:
+    """Every parsing mask: a readable image of the frames' size."""
+    for n in numbers:
+        path = folder / f"{n}.png"
+        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if mask is None:
+            raise CharacterError(f"{path}: not a readable image")
+        if mask.shape[:2] != (height, width):
+            raise CharacterError(f"{path}: {mask.shape[1]}x{mask.shape[0]}, the frames are {width}x{height}")
 
 
 def box_from_landmarks(points: np.ndarray) -> tuple[int, int, int, int]:
@@ -68,9 +98,10 @@ def _encode_template(frames: list[Path], width: int, height: int, out: Path) -> 
     assert proc.stdin is not None and proc.stderr is not None
     try:
         for path in frames:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None or image.shape[:2] != (height, width):
-                raise CharacterError(f"{path}: unreadable, or not {width}x{height} like the first frame")
+            image = read_frame(path)
+            if image.shape[:2] != (height, width):
+                raise CharacterError(f"{path}: {image.shape[1]}x{image.shape[0]}, not {width}x{height} like the "
+                                     "first frame")
             proc.stdin.write(image.tobytes())
         proc.stdin.close()
         if proc.wait() != 0:
@@ -90,11 +121,10 @@ def import_dataset(dataset: Path, unet: Path, audio_encoder: Path, name: str, ou
     for model in (unet, audio_encoder):
         if not Path(model).is_file():
             raise CharacterError(f"{model}: no such model file")
+    check_audio_encoder(read_signature(Path(audio_encoder)), Path(audio_encoder))
+    check_unet(read_signature(Path(unet)), Path(unet), CropSpec().inner)
     numbers = _frames(dataset)
-    first = cv2.imread(str(dataset / "full_body_img" / "0.jpg"), cv2.IMREAD_COLOR)
-    if first is None:
-        raise CharacterError(f"{dataset / 'full_body_img' / '0.jpg'}: not a readable image")
-    height, width = first.shape[:2]
+    height, width = read_frame(dataset / "full_body_img" / "0.jpg").shape[:2]
     boxes = []
     for n in numbers:
         path = dataset / "landmarks" / f"{n}.lms"
@@ -108,6 +138,7 @@ def import_dataset(dataset: Path, unet: Path, audio_encoder: Path, name: str, ou
         missing = [n for n in numbers if not (parsing / f"{n}.png").is_file()]
         if missing:
             raise CharacterError(f"{parsing / f'{missing[0]}.png'}: missing ({len(missing)} parsing masks missing)")
+        check_masks(parsing, numbers, width, height)
     temp = out.with_name(f".{out.name}.importing")
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
