@@ -28,6 +28,7 @@ from lipsync_cli.render import RenderOptions
 from lipsync_cli.runtime import RuntimeConfig
 
 from .conftest import ALICE, REPO
+from .media import FFMPEG
 from .models import character_with, load, nan_output
 from .test_import import make_dataset, run_import
 
@@ -369,6 +370,26 @@ def test_bad_datasets_and_models_are_refused_at_import(tmp_path, how, expected):
     if how == "junk UNet":
         assert line.startswith(f"lipsync: error: {unet}: ")
         assert run_import(tmp_path, dataset, "good").exit_code == 0  # the same dataset with a real model
+
+
+# -- 11. inspect on what is not a whole render -----------------------------------------------------
+
+def test_inspect_refuses_what_is_not_a_whole_render(tmp_path, clip):
+    good = tmp_path / "good.mp4"
+    assert invoke("render", clip, "-c", "alice", "-o", good, "--device", "cpu").exit_code == 0
+    files = {"text": ("t.mp4", b"plain text\n" * 10, "not a readable video"),
+             "empty": ("e.mp4", b"", "the file is empty"),
+             "truncated": ("cut.mp4", good.read_bytes()[: good.stat().st_size // 2], "truncated"),
+             "nearly whole": ("most.mp4", good.read_bytes()[: good.stat().st_size * 9 // 10], "truncated")}
+    audio_only = tmp_path / "sound.mp4"
+    subprocess.run([FFMPEG, "-v", "error", "-i", str(clip), "-c:a", "aac", str(audio_only)], check=True)
+    for name, data, _ in files.values():
+        (tmp_path / name).write_bytes(data)
+    checks = [(tmp_path / name, expected) for name, _, expected in files.values()]
+    for path, expected in checks + [(audio_only, "no video stream")]:
+        line = one_line(invoke("inspect", path, "-c", "alice"))
+        assert f"{path}: " in line and expected in line
+    assert invoke("inspect", good, "-c", "alice").exit_code == 0
 
 
 # -- 13. a failed job always says so on stderr -----------------------------------------------------

@@ -44,6 +44,20 @@ def _open_video(video: Path, reader: Iterator) -> tuple[int, int]:
     return w, h
 
 
+def _declared_frames(path: Path) -> int:
+    """The frame count an MP4 or MOV states (0 for other containers, where it is only an estimate);
+    InputError for what is not a video."""
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"{path}: not a readable video (not a media file, or no video stream)")
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if path.suffix.lower() in (".mp4", ".mov") else 0
+    finally:
+        capture.release()
+
+
 def inspect_command(
     video: Annotated[Path, typer.Argument(metavar="OUT", help="A render of this character.", show_default=False)],
     character: Annotated[str, typer.Option("--character", "-c", metavar="NAME|PATH", help="The character it was "
@@ -59,6 +73,7 @@ def inspect_command(
             raise InputError(f"{video}: no such file")
         with Runtime(RuntimeConfig(devices="cpu", cache=False)) as runtime:
             char = runtime.character(character)
+        declared = _declared_frames(video)
         reader = imageio_ffmpeg.read_frames(str(video), pix_fmt="bgr24")
         w, h = _open_video(video, reader)
         templates = _template_frames(char.template, char.video.frames)  # a render of a long template: costly
@@ -74,6 +89,8 @@ def inspect_command(
             steps.append(step)
         if not rings:
             raise InputError(f"{video}: has no video frame")
+        if len(rings) < declared:
+            raise InputError(f"{video}: truncated: {len(rings)} of its {declared} frames can be decoded")
         result = {"frames": len(rings), "ring_difference": float(np.mean(rings)),
                   "ring_difference_max": float(np.max(rings)), "boundary_step": float(np.mean(steps))}
         if as_json:
