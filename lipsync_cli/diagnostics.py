@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal
 
 Status = Literal["ok", "warning", "problem"]
@@ -88,10 +90,30 @@ def _nvenc() -> Check:
     return Check("h264_nvenc", "ok", "encodes here")
 
 
+def _cache_problem(root: Path) -> str | None:
+    """Why renders would turn the template cache off: a file where a folder must be, or no right to write."""
+    for folder in (root, root / "templates"):
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is not a folder"
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".lipsync-check-"):
+            pass
+    except OSError as exc:
+        return f"{existing} cannot be written ({exc.strerror or exc})"
+    return None
+
+
 def _cache() -> Check:
     from lipsync_cli.resources import cache_root, disk_bytes
 
     root = cache_root()
+    problem = _cache_problem(root)
+    if problem is not None:
+        return Check("cache", "warning", f"{problem}: renders run without the template cache",
+                     "set LIPSYNC_CACHE to a folder that can be written")
     size = disk_bytes(root) if root.is_dir() else 0
     return Check("cache", "ok", f"{root}: {size / 2**20:.1f} MB (lipsync cache clear empties it)")
 

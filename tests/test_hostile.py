@@ -420,3 +420,15 @@ def test_skip_existing_skips_only_a_finished_output(tmp_path, clip, what, expect
     result = invoke("render", clip, "-c", "alice", "--output-dir", out, "--skip-existing", "--device", "cpu")
     assert expected in refused_job(result)
     assert target.exists() and (target.is_dir() or target.stat().st_size == 0)
+
+
+# -- 15. doctor and a cache that is a file ---------------------------------------------------------
+
+def test_doctor_warns_when_the_cache_folder_is_a_file(tmp_path, monkeypatch):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setenv("LIPSYNC_CACHE", str(blocker))
+    result = invoke("doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["cache"]["status"] == "warning" and f"{blocker} is not a folder" in checks["cache"]["found"]
+    assert "LIPSYNC_CACHE" in checks["cache"]["fix"]
