@@ -149,9 +149,9 @@ def check_output_path(target: Path, overwrite: bool, containers: dict[str, str] 
     target = Path(target)
     try:
         target.lstat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # a missing folder, or a file in the way: told below
         pass
-    except OSError as exc:  # a name too long for the file system, a path through a file, a loop of links
+    except OSError as exc:  # a name too long for the file system, a loop of links
         raise OutputError(f"{target}: {exc.strerror or exc}") from None
     if target.is_symlink() and not target.exists():
         raise OutputError(f"{target}: is a symbolic link to a missing file; give a plain file name")
