@@ -92,9 +92,9 @@ def test_a_signal_while_planning_is_no_jobs_refusal(tmp_path, clip, signum):
     proc = subprocess.Popen(lipsync("batch", jobs, "--output-dir", out, "--name", "{index}.mp4", "--keep-going",
                                     "--device", "cpu", "--report", report),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not out.exists() and time.time() < deadline:  # made just before planning starts
-        time.sleep(0.01)
+    assert proc.stderr is not None
+    while "checking 3000 jobs before rendering" not in (line := proc.stderr.readline()):  # planning starts
+        assert line, "the batch ended before it said it was checking its jobs"
     time.sleep(0.3)
     proc.send_signal(signum)
     try:
@@ -197,7 +197,9 @@ def test_bad_job_files_are_one_line(tmp_path, clip, case):
     ("{stem!r}.mp4", "unknown or malformed field {stem!r}"),
 ])
 def test_names_use_only_the_documented_fields_and_fit_a_file_system(tmp_path, clip, pattern, expected):
-    result = invoke("render", clip, clip, "-c", "alice", "--output-dir", tmp_path / "out", "--name", pattern)
+    other = tmp_path / "a2.wav"
+    other.write_bytes(clip.read_bytes())
+    result = invoke("render", clip, other, "-c", "alice", "--output-dir", tmp_path / "out", "--name", pattern)
     line = one_line(result)
     assert "--name" in line and expected in line
     assert output_name("{index:03d}-{stem}.mp4", clip, "alice", 7) == "007-a1.mp4"

@@ -119,7 +119,7 @@ REFUSALS = {
     "wrong rate": ({}, [start_message(rate=96000)], 1008, "audio rate must be a whole number of Hz from 8000 to 48000"),
     "message over its limit": ({}, [start_message(), b"\x00" * 32002], 1009, "an audio message is limited to 1 s"),
     "half a sample": ({}, [start_message(), b"\x00" * 3], 1008, "must hold whole s16le samples"),
-    "audio queued past its limit": ({}, [start_message()] + [b"\x00" * 32000] * 22, 1008,
+    "audio queued past its limit": ({}, [start_message()] + [b"\x00" * 32000] * 30, 1008,
                                     "ahead of the stream, past the limit of 20 s"),
 }
 

@@ -23,6 +23,7 @@ from lipsync_cli.models.registry import Eviction as EvictionPolicy
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 MAX_BAD_LINES = 20
+LONG_LIST = 100  # jobs: from this many, a line says they are being checked
 
 BatchSize = Annotated[int | None, typer.Option("--batch-size", "-b", metavar="INT", help="Frames per model call "
                                                "(default: 4 on the CPU, 32 on a GPU).", show_default=False)]
@@ -145,6 +146,8 @@ def run_batch(entries: list[Entry], settings: BatchSettings, config: RuntimeConf
         problem = folder_problem(settings.output_dir)
         if problem is not None:
             raise InputError(f"{settings.output_dir}: the output folder cannot be used or made: {problem}")
+    if not quiet and len(entries) >= LONG_LIST:  # checking them takes a while: say what is going on
+        err_console.print(f"checking {len(entries)} jobs before rendering...", soft_wrap=True, markup=False)
     return _run(entries, settings, config, Reporting(report, job_file, now()), dry_run, quiet, cluster)
 
 

@@ -31,13 +31,15 @@ def _template_frames(path: Path, count: int) -> list[np.ndarray]:
     return frames
 
 
-def _open_video(video: Path, reader: Iterator) -> tuple[int, int]:
-    """The frame size of a video that ffmpeg opens; an InputError naming the file for anything else."""
+def _open_video(video: Path, reader: Iterator, declared: int) -> tuple[int, int]:
+    """The frame size of a video that ffmpeg opens; an InputError naming the file for anything else
+    (`declared`: the frames its container states, so a video cut short is told as such)."""
     try:
         meta = next(reader)
     except (OSError, RuntimeError, StopIteration) as exc:
         text = str(exc)
         why = ("has no video stream" if "does not contain any stream" in text
+               else "cannot be decoded (truncated or damaged)" if declared
                else "is not a video file ffmpeg can read")
         raise InputError(f"{video}: {why}") from None
     w, h = meta["size"]
@@ -45,15 +47,15 @@ def _open_video(video: Path, reader: Iterator) -> tuple[int, int]:
 
 
 def _declared_frames(path: Path) -> int:
-    """The frame count an MP4 or MOV states (0 for other containers, where it is only an estimate);
-    InputError for what is not a video."""
+    """The frame count an MP4 or MOV states (0 for other containers, where it is only an estimate, and for
+    what OpenCV cannot open); InputError for an empty file."""
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the file is empty")
     capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise InputError(f"{path}: not a readable video (not a media file, or no video stream)")
-        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if path.suffix.lower() in (".mp4", ".mov") else 0
+    try:  # a file OpenCV cannot open is told of by _open_video, which says why
+        if not capture.isOpened() or path.suffix.lower() not in (".mp4", ".mov"):
+            return 0
+        return int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         capture.release()
 
@@ -75,7 +77,7 @@ def inspect_command(
             char = runtime.character(character)
         declared = _declared_frames(video)
         reader = imageio_ffmpeg.read_frames(str(video), pix_fmt="bgr24")
-        w, h = _open_video(video, reader)
+        w, h = _open_video(video, reader, declared)
         templates = _template_frames(char.template, char.video.frames)  # a render of a long template: costly
         rings, steps = [], []
         for i, raw in enumerate(reader):
