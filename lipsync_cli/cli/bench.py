@@ -240,9 +240,8 @@ def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str
         settle_heap()
         data = live_bench(runtime, character, LiveOptions(device=request, blend=as_blend(blend)), sizes,
                           levels or [1], seconds, lambda s: err_console.print(f"bench: {s}", soft_wrap=True))
-    table = Table(title=f"live sessions of {character.name} on {request}")
-    for column in ("chunk ms", "budget ms", "latency p50/p95 ms", "look-ahead", "queueing", "UNet", "composite",
-                   "underruns", "late"):
+    table = Table(title=f"live sessions of {character.name} on {request}: latency in ms (parts: medians)")
+    for column in ("chunk", "budget", "p50/p95", "ahead", "queue", "UNet", "comp.", "underr.", "late"):
         table.add_column(column, justify="right")
     for row in data["latency"]:
         table.add_row(f"{row['chunk_ms']:g}", f"{row['latency_budget_ms']:.0f}",
