@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -68,6 +69,11 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
     auth = "token" if config.token else ("none (--no-auth)" if config.no_auth else "none (this machine only)")
     announce(f"lipsync serve: http://{config.host}:{config.port}/ (WebSocket /v1/live) serving {names}; up to "
              f"{config.max_sessions} sessions; auth: {auth}")
+    if threading.current_thread() is threading.main_thread():
+        # uvicorn takes SIGINT and SIGTERM while it runs and raises them again once it has shut down: by then
+        # the shutdown they asked for is done, and the command ends with 0
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda number, frame: None)
     uv.run(sockets=[sock] if sock is not None else None)
 
 
