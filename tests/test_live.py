@@ -238,3 +238,15 @@ def test_micro_batched_frames_equal_unbatched_ones(runtime, alice, speech):
         alone.push(x)
         alone.flush()
         assert all(np.array_equal(f.image, r) for f, r in zip(take(alone, len(reference)), reference, strict=True))
+
+
+def test_a_timeline_that_starts_with_its_first_audio_has_no_idle_frames_before_it(runtime, alice, speech):
+    reference = rendered(alice, speech[16000], runtime)
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(start="first_audio"), clock=clock) as session:
+        clock.advance(2.0)  # nothing happens until the first audio
+        session.push(read_audio(speech[16000]))
+        session.flush()
+        frames = take(session, len(reference))
+    assert frames[0].index == 0 and all(f.speech for f in frames)
+    assert all(np.array_equal(f.image, r) for f, r in zip(frames, reference, strict=True))

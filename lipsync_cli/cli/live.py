@@ -72,6 +72,7 @@ def live_command(
             info = probe_audio(Path(audio))
         notify = None if quiet else print_note
         options = LiveOptions(rate=16000 if info is not None else rate, latency_ms=latency_ms,
+                              start="first_audio" if info is not None else "now",
                               device=parse_device(device, None), blend=as_blend(blend))
         with Runtime(RuntimeConfig(devices="auto" if device == "auto" else device), notify=notify) as runtime:
             found = resolve_character(runtime, character)

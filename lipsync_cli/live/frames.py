@@ -4,6 +4,7 @@ counters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -16,6 +17,8 @@ MIN_RATE, MAX_RATE = 8_000, 48_000
 @dataclass(frozen=True)
 class LiveOptions:
     rate: int = 16_000  # of the audio pushed (8-48 kHz, mono)
+    start: Literal["now", "first_audio"] = "now"  # stream time 0: when the session opens (idle frames until
+    # audio comes), or at its first audio (a file or a clip: its first frame is the render's first frame)
     latency_ms: float | None = None  # L: frame k is due L + k / fps after the session starts; None: auto
     compute_ms: float = 150.0  # the part of L kept for computing a frame: missing audio is silence after it
     jitter_ms: float = 200.0  # with latency_ms None: L = look-ahead + compute_ms + jitter_ms

@@ -117,17 +117,24 @@ class LiveSession:
                                       "late_frames"), 0)
         self._silence: np.ndarray | None = None
         self._underran_last = False
-        self.t0 = clock()
+        self._t0: float | None = clock() if options.start == "now" else None
         self._worker = threading.Thread(target=self._run, name="lipsync-live", daemon=True)
         self._worker.start()
 
     # -- the timeline --------------------------------------------------------------------------------
+    @property
+    def t0(self) -> float:
+        """When stream time 0 was on the clock (a timeline that starts with its first audio: now, until then)."""
+        return self._t0 if self._t0 is not None else self.clock()
+
     def due(self, k: int) -> float:
         return self.t0 + self.latency + float(k / self.fps)
 
     def _frame_at(self, now: float) -> int:
         """The first frame that has not begun at `now`: where new audio starts."""
-        return math.ceil(Fraction(now - self.t0) * self.fps)
+        if self._t0 is None:
+            return 0
+        return math.ceil(Fraction(now - self._t0) * self.fps)
 
     def _open(self) -> Utterance | None:
         last = self._utterances[-1] if self._utterances else None
@@ -150,6 +157,8 @@ class LiveSession:
         with self._cond:
             self._check()
             now = self.clock()
+            if self._t0 is None:
+                self._t0 = now
             u = self._open()
             if u is None:
                 ends = [e for e in (v.end() for v in self._utterances) if e is not None]
