@@ -60,7 +60,7 @@ def test_the_page_talks_with_the_fake_microphone(browser, runtime, tmp_path):
     assert stats["state"].startswith("live") and stats["underruns"] >= 0 and stats["lastError"] is None, stats
     assert "ms latency" in overlay and "look-ahead" in overlay and stats["latency"]["total"] > 0
     moves = {"speaking": [], "pause": []}
-    for a, b in zip(samples, samples[1:]):
+    for a, b in zip(samples, samples[1:], strict=False):
         if b["index"] == a["index"]:
             continue
         change = float(np.abs(np.subtract(a["cells"], b["cells"])).mean())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lipsync_cli.runtime import Runtime
@@ -51,6 +51,7 @@ class Metrics:
         self.encode = Histogram("lipsync_encode_seconds", "Encoding one frame", ["codec"],
                                 buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16), registry=r)
         r.register(_RuntimeCollector(runtime, batches))
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, open fds, CPU seconds
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
