@@ -7,7 +7,18 @@ import sys
 import typer
 
 from lipsync_cli import __version__
-from lipsync_cli.cli import batch, bench, characters, doctor, inspect_command, live, render, serve, validate_mel
+from lipsync_cli.cli import (
+    batch,
+    bench,
+    characters,
+    doctor,
+    inspect_command,
+    live,
+    loadtest,
+    render,
+    serve,
+    validate_mel,
+)
 from lipsync_cli.cli.cache import cache_app
 from lipsync_cli.cli.help import PlainHelp, example
 
@@ -47,6 +58,9 @@ app.command("live", cls=PlainHelp, epilog=example(
 app.command("serve", cls=PlainHelp, epilog=example(
     "lipsync serve --characters ./characters --max-sessions 8",
     "LIPSYNC_TOKEN=... lipsync serve --host 0.0.0.0"))(serve.serve_command)
+app.command("loadtest", cls=PlainHelp, epilog=example(
+    "lipsync loadtest --sessions 4 --seconds 30 --json load.json",
+    "lipsync loadtest --find-capacity --url ws://127.0.0.1:8080"))(loadtest.loadtest_command)
 app.add_typer(characters.characters_app, name="characters")
 app.command("inspect", cls=PlainHelp, epilog=example("lipsync inspect speech_alice.mp4 -c alice"))(
     inspect_command.inspect_command)

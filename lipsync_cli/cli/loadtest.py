@@ -1,0 +1,127 @@
+"""`lipsync loadtest`: N live sessions against a server, every figure of a live server under load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lipsync_cli.cli.common import Debug, console, err_console, run_reporting
+from lipsync_cli.errors import InputError
+
+
+def loadtest_command(
+    url: Annotated[str | None, typer.Option("--url", metavar="ws://HOST:PORT", help="A running server (default: "
+                                            "one started in this process on a free port).", show_default=False)
+                   ] = None,
+    sessions: Annotated[int, typer.Option("--sessions", "-n", metavar="N", min=1, max=256,
+                                          help="Sessions at once.")] = 2,
+    seconds: Annotated[float, typer.Option("--seconds", "-s", metavar="S", min=1, help="How long each streams."
+                                           )] = 20.0,
+    character: Annotated[str, typer.Option("--character", "-c", metavar="NAME", help="Character (by name).")
+                         ] = "alice",
+    audio: Annotated[Path | None, typer.Option("--audio", metavar="FILE", help="Speech to stream (looped); "
+                                               "default: synthetic speech.", show_default=False)] = None,
+    chunk_ms: Annotated[float, typer.Option("--chunk-ms", metavar="MS", help="Audio per message.")] = 40.0,
+    gap_every: Annotated[float, typer.Option("--gap-every", metavar="S", help="A pause after every S seconds of "
+                                             "speech (0: none).")] = 0.0,
+    gap_seconds: Annotated[float, typer.Option("--gap-seconds", metavar="S", help="Length of each pause.")] = 1.0,
+    interrupt_every: Annotated[float, typer.Option("--interrupt-every", metavar="S", help="An interrupt every S "
+                                                   "seconds (0: none).")] = 0.0,
+    latency_ms: Annotated[float | None, typer.Option("--latency-ms", metavar="MS", help="Latency budget asked for.",
+                                                     show_default=False)] = None,
+    codec: Annotated[str, typer.Option("--codec", metavar="h264|jpeg", help="Video codec asked for.")] = "h264",
+    find_capacity: Annotated[bool, typer.Option("--find-capacity", help="Raise the sessions from 1 until frames "
+                                                "come late or go missing, and print the capacity.")] = False,
+    most: Annotated[int, typer.Option("--most", metavar="N", min=1, help="With --find-capacity: the most sessions "
+                                      "to try.")] = 12,
+    devices: Annotated[str, typer.Option("--devices", metavar="LIST", help="In-process server: devices.")] = "auto",
+    window: Annotated[float, typer.Option("--window", metavar="S", help="Seconds per row of lateness over time.")
+                      ] = 60.0,
+    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="The server's token.",
+                                              show_default=False)] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", metavar="FILE", help="Also write every figure here.",
+                                                   show_default=False)] = None,
+    debug: Debug = False,
+) -> None:
+    """Open live sessions against a server, stream speech at real-time pace, and measure frames, fps, lateness
+    against each frame's due time, glass-to-glass latency and its parts, underruns, refusals and memory."""
+
+    def work() -> int:
+        import numpy as np
+
+        from lipsync_cli.audio.loading import read_audio
+        from lipsync_cli.audio.synthetic import speech_like
+        from lipsync_cli.loadtest.client import Scenario
+        from lipsync_cli.loadtest.run import find_capacity as capacity_search
+        from lipsync_cli.loadtest.run import run_load
+        from lipsync_cli.runtime import Runtime, RuntimeConfig
+        from lipsync_cli.serve.config import ServeConfig
+        from lipsync_cli.serve.run import RunningServer
+
+        if codec not in ("h264", "jpeg"):
+            raise InputError(f"--codec must be h264 or jpeg, not {codec!r}")
+        if url is not None and not url.startswith(("ws://", "wss://")):
+            raise InputError(f"--url must be ws://HOST:PORT or wss://..., not {url!r}")
+        if json_path is not None and json_path.is_dir():
+            raise InputError(f"{json_path}: is a directory")
+        x = read_audio(audio) if audio is not None else speech_like(30.0, seed=7)
+        speech = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+        say = lambda text: err_console.print(f"loadtest: {text}", soft_wrap=True, markup=False)  # noqa: E731
+        runtime = server = None
+        try:
+            if url is None:
+                runtime = Runtime(RuntimeConfig(devices=devices))
+                limit = most if find_capacity else sessions
+                server = RunningServer(ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1)).checked(),
+                                       runtime)
+                base = server.url.replace("http://", "ws://")
+                say(f"a server in this process at {server.url}")
+            else:
+                base = url.rstrip("/").removesuffix("/v1/live")
+            metrics = base.replace("ws://", "http://").replace("wss://", "https://") + "/metrics"
+            scenario = Scenario(base + "/v1/live", character, seconds, chunk_ms, gap_every, gap_seconds,
+                                interrupt_every, latency_ms, codec, token)
+            if find_capacity:
+                capacity, runs = capacity_search(scenario, speech, most, metrics, say)
+                data = {"capacity": capacity, "character": character, "seconds": seconds, "chunk_ms": chunk_ms,
+                        "runs": runs}
+                tried = ", ".join(f"{r['sessions']}: p99 {r['lateness_p99_ms']} ms" for r in runs)
+                console.print(f"capacity: {capacity} sessions of {character} at real time ({tried})")
+            else:
+                data = run_load(scenario, sessions, speech, metrics, say, window).to_json()
+                _table(data)
+        finally:
+            if server is not None:
+                server.stop()
+            if runtime is not None:
+                runtime.close()
+        if json_path is not None:
+            json_path.write_text(json.dumps(data, indent=2))
+        return 0
+
+    raise typer.Exit(run_reporting(work, debug))
+
+
+def _table(data: dict) -> None:
+    table = Table(title=f"{data['sessions']} sessions for {data['seconds']:g} s: lateness and latency in ms")
+    for column in ("session", "frames", "fps", "late p50/p99/max", "g2g p50/p95", "underr.", "refused"):
+        table.add_column(column, justify="right")
+    for i, row in enumerate(data["per_session"], 1):
+        late, glass = row["lateness_ms"], row["glass_to_glass_ms"]
+        table.add_row(str(i), str(row["frames"]), f"{row['fps'] or 0:.1f}",
+                      f"{late['p50']} / {late['p99']} / {late['max']}" if late["p50"] is not None else "-",
+                      f"{glass['p50']} / {glass['p95']}" if glass["p50"] is not None else "-",
+                      str(row["underruns"]), row["refused"] or "")
+    console.print(table)
+    late, glass = data["lateness_ms"], data["glass_to_glass_ms"]
+    console.print(f"all: {data['frames']} frames, {data['fps']} fps; lateness p50 {late['p50']}, p95 {late['p95']}, "
+                  f"p99 {late['p99']}, max {late['max']} ms (below 0: before the frame was due); glass to glass "
+                  f"p50 {glass['p50']}, p95 {glass['p95']} ms; underruns {data['underruns']}; refused "
+                  f"{data['refused']}; errors {data['errors']}")
+    if data["memory_mb"]:
+        mb = [m for _, m in data["memory_mb"]]
+        console.print(f"server memory: {mb[0]:.0f} MB at first, {max(mb):.0f} MB at most, {mb[-1]:.0f} MB at the end")
