@@ -67,10 +67,11 @@ async def run_session(scenario: Scenario, speech: np.ndarray, stop: asyncio.Even
             t0 = time.monotonic()
             result.budget_ms, result.fps = ready["latency_ms"], ready["fps"]
             sent_at: deque[tuple[int, float]] = deque()  # (samples sent so far, when)
-            stream = bytearray()  # every sample sent, to check each frame's audio against
-            sender = asyncio.create_task(_send(ws, scenario, speech, t0, sent_at, stream, stop))
+            stream = bytearray()  # the samples sent and not yet matched, to check each frame's audio against
+            base = [0]  # bytes of the stream dropped from its front
+            sender = asyncio.create_task(_send(ws, scenario, speech, t0, sent_at, stream, base, stop))
             try:
-                await _receive(ws, result, t0, sent_at, stream, scenario, stop)
+                await _receive(ws, result, t0, sent_at, stream, base, scenario, stop)
             finally:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
@@ -83,7 +84,7 @@ async def run_session(scenario: Scenario, speech: np.ndarray, stop: asyncio.Even
 
 
 async def _send(ws, scenario: Scenario, speech: np.ndarray, t0: float, sent_at: deque, stream: bytearray,
-                stop: asyncio.Event) -> None:
+                sent_base: list[int], stop: asyncio.Event) -> None:
     chunk = max(1, round(16000 * scenario.chunk_ms / 1000))
     position = pushed = 0  # stream time of what was sent (samples, gaps included); samples pushed
     next_gap = scenario.gap_every or float("inf")
@@ -104,15 +105,16 @@ async def _send(ws, scenario: Scenario, speech: np.ndarray, t0: float, sent_at: 
         stream.extend(part)
         pushed += chunk
         position += chunk
-        sent_at.append((len(stream) // 2, time.monotonic()))
+        sent_at.append(((sent_base[0] + len(stream)) // 2, time.monotonic()))
     await ws.send(json.dumps({"type": "flush"}))
 
 
-async def _receive(ws, result: SessionResult, t0: float, sent_at: deque, stream: bytearray, scenario: Scenario,
-                   stop: asyncio.Event) -> None:
+async def _receive(ws, result: SessionResult, t0: float, sent_at: deque, stream: bytearray, sent_base: list[int],
+                   scenario: Scenario, stop: asyncio.Event) -> None:
     budget, fps = result.budget_ms / 1000, result.fps
     ends = t0 + scenario.seconds + budget + 1.0
     searched = [0]
+    base = sent_base
     while not stop.is_set():
         left = ends - time.monotonic()
         if left <= 0:
@@ -141,9 +143,13 @@ async def _receive(ws, result: SessionResult, t0: float, sent_at: deque, stream:
             if at >= 0 and stream[at : at + len(audio)] == audio:
                 searched[0] = at
                 result.aligned += 1
-                offset = at // 2 - round(header.index * 16000 / fps)
+                offset = (base[0] + at) // 2 - round(header.index * 16000 / fps)
                 result.offsets[offset] = result.offsets.get(offset, 0) + 1
-                end = (at + len(audio)) // 2
+                end = (base[0] + at + len(audio)) // 2
+                if at > 1 << 20:  # what is behind the frames given out is not needed again
+                    del stream[:at]
+                    base[0] += at
+                    searched[0] = 0
                 while sent_at and sent_at[0][0] < end:
                     sent_at.popleft()
                 if sent_at:

@@ -53,7 +53,8 @@ class LoadReport:
             "sessions": self.sessions, "seconds": self.seconds, "served": len(served),
             "refused": sum(r.refused is not None for r in self.results),
             "errors": sum(r.error is not None for r in self.results),
-            "frames": sum(r.frames for r in served), "fps": round(sum(r.frames for r in served) / self.seconds, 2),
+            "frames": sum(r.frames for r in served), "fps": round(sum(row["fps"] or 0 for row in rows
+                                                                        if row["refused"] is None), 2),
             "lateness_ms": percentiles([x for r in served for x in r.lateness]),
             "glass_to_glass_ms": percentiles([x for r in served for x in r.glass]),
             "underruns": sum(r.underruns for r in served),
@@ -64,8 +65,8 @@ class LoadReport:
 
 
 def drift(r: SessionResult) -> int | None:
-    """How many frames the stream gained or lost against the clock, from its first 10 % to its end: the lead
-    of the newest frame over floor((t - budget) * fps) at both moments."""
+    """How many frames the stream gained or lost against the clock between 10 % and 90 % of its frames: the
+    lead of the newest frame over floor((t - budget) * fps) at both moments."""
     if len(r.arrivals) < 10:
         return None
     budget = r.budget_ms / 1000
@@ -73,8 +74,8 @@ def drift(r: SessionResult) -> int | None:
     def lead(at: float, index: int) -> int:
         return index - int((at - budget) * r.fps)
 
-    early = r.arrivals[len(r.arrivals) // 10]
-    return lead(*r.arrivals[-1]) - lead(*early)
+    early, late = r.arrivals[len(r.arrivals) // 10], r.arrivals[len(r.arrivals) * 9 // 10]  # not the flush's tail
+    return lead(*late) - lead(*early)
 
 
 def _server_memory(metrics_url: str, token: str | None) -> float | None:
