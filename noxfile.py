@@ -33,3 +33,16 @@ def bench(session: nox.Session) -> None:
     session.run("lipsync", "bench", "--model", "realistic", "--device", "cpu", "--seconds", seconds,
                 "--in-flight", "1,2", "--json", "bench-results/realistic-cpu.json")
     session.run("lipsync", "bench", "--batch", "8", "--device", "cpu", "--json", "bench-results/batch-cpu.json")
+
+
+@nox.session(default=False)
+def loadtest(session: nox.Session) -> None:
+    """The standard live scenario on this machine: capacity, 2 sessions for 60 s, idle cost; JSON in loadtest/."""
+    session.install("-e", ".[test]")
+    session.run("python", "-c", "import pathlib; pathlib.Path('loadtest-results').mkdir(exist_ok=True)")
+    session.run("lipsync", "loadtest", "--find-capacity", "--seconds", "10", "--devices", "cpu",
+                "--json", "loadtest-results/capacity.json")
+    session.run("lipsync", "loadtest", "--sessions", "2", "--seconds", "60", "--gap-every", "5",
+                "--interrupt-every", "17", "--devices", "cpu", "--json", "loadtest-results/two.json")
+    session.run("lipsync", "loadtest", "--sessions", "4", "--idle", "--seconds", "20", "--devices", "cpu",
+                "--json", "loadtest-results/idle.json")

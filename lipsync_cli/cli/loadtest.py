@@ -31,6 +31,7 @@ def loadtest_command(
     gap_seconds: Annotated[float, typer.Option("--gap-seconds", metavar="S", help="Length of each pause.")] = 1.0,
     interrupt_every: Annotated[float, typer.Option("--interrupt-every", metavar="S", help="An interrupt every S "
                                                    "seconds (0: none).")] = 0.0,
+    idle: Annotated[bool, typer.Option("--idle", help="Sessions that send no audio (idle frames only).")] = False,
     latency_ms: Annotated[float | None, typer.Option("--latency-ms", metavar="MS", help="Latency budget asked for.",
                                                      show_default=False)] = None,
     codec: Annotated[str, typer.Option("--codec", metavar="h264|jpeg", help="Video codec asked for.")] = "h264",
@@ -84,7 +85,7 @@ def loadtest_command(
                 base = url.rstrip("/").removesuffix("/v1/live")
             metrics = base.replace("ws://", "http://").replace("wss://", "https://") + "/metrics"
             scenario = Scenario(base + "/v1/live", character, seconds, chunk_ms, gap_every, gap_seconds,
-                                interrupt_every, latency_ms, codec, token)
+                                interrupt_every, latency_ms, codec, token, idle)
             if find_capacity:
                 capacity, runs = capacity_search(scenario, speech, most, metrics, say)
                 data = {"capacity": capacity, "character": character, "seconds": seconds, "chunk_ms": chunk_ms,
@@ -125,3 +126,5 @@ def _table(data: dict) -> None:
     if data["memory_mb"]:
         mb = [m for _, m in data["memory_mb"]]
         console.print(f"server memory: {mb[0]:.0f} MB at first, {max(mb):.0f} MB at most, {mb[-1]:.0f} MB at the end")
+    if data["server_cpu_cores"] is not None:
+        console.print(f"server CPU: {data['server_cpu_cores']:.2f} cores busy")

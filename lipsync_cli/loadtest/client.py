@@ -28,6 +28,7 @@ class Scenario:
     latency_ms: float | None = None
     codec: str = "h264"
     token: str | None = None
+    idle: bool = False  # send no audio: the cost of a session that only shows idle frames
 
 
 @dataclass
@@ -89,6 +90,8 @@ async def _send(ws, scenario: Scenario, speech: np.ndarray, t0: float, sent_at: 
     position = pushed = 0  # stream time of what was sent (samples, gaps included); samples pushed
     next_gap = scenario.gap_every or float("inf")
     next_interrupt = scenario.interrupt_every or float("inf")
+    if scenario.idle:
+        return
     while not stop.is_set() and position / 16000 < scenario.seconds:
         due = t0 + position / 16000
         await asyncio.sleep(max(0.0, due - time.monotonic()))

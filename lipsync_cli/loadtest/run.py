@@ -30,6 +30,7 @@ class LoadReport:
     results: list[SessionResult]
     memory_mb: list[tuple[float, float]] = field(default_factory=list)  # (seconds, server RSS)
     window: float = 60.0  # seconds per row of the lateness-over-time figures
+    cpu_cores: float | None = None  # the server's CPU time per second of the test: cores busy
 
     def session_row(self, r: SessionResult) -> dict:
         parts = {k: round(float(np.median([p[k] for p in r.latency_parts])), 1)
@@ -60,6 +61,7 @@ class LoadReport:
             "underruns": sum(r.underruns for r in served),
             "lateness_by_window": {f"{w * self.window:g}s": percentiles(v) for w, v in sorted(by_window.items())},
             "memory_mb": [[round(t, 1), round(m, 1)] for t, m in self.memory_mb],
+            "server_cpu_cores": round(self.cpu_cores, 3) if self.cpu_cores is not None else None,
             "per_session": rows,
         }
 
@@ -78,22 +80,28 @@ def drift(r: SessionResult) -> int | None:
     return lead(*late) - lead(*early)
 
 
-def _server_memory(metrics_url: str, token: str | None) -> float | None:
+def _server_process(metrics_url: str, token: str | None) -> tuple[float, float] | None:
+    """The server's resident memory (MB) and CPU seconds so far, from its /metrics."""
     request = urllib.request.Request(metrics_url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         text = urllib.request.urlopen(request, timeout=5).read().decode()
     except OSError:
         return None
+    values = {}
     for line in text.splitlines():
-        if line.startswith("process_resident_memory_bytes "):
-            return float(line.split()[1]) / 2**20
-    return None
+        name, _, value = line.partition(" ")
+        if name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
+            values[name] = float(value)
+    if len(values) < 2:
+        return None
+    return values["process_resident_memory_bytes"] / 2**20, values["process_cpu_seconds_total"]
 
 
 def run_load(scenario: Scenario, sessions: int, speech: np.ndarray, metrics_url: str | None = None,
              on_progress: Callable[[str], None] | None = None, window: float = 60.0) -> LoadReport:
     """`sessions` sessions of the scenario at once (each with its own stretch of the speech)."""
     memory: list[tuple[float, float]] = []
+    cpu: list[tuple[float, float]] = []  # (seconds, the server's CPU seconds so far)
     results: list[SessionResult] = []
     done = threading.Event()
     started = time.monotonic()
@@ -101,9 +109,10 @@ def run_load(scenario: Scenario, sessions: int, speech: np.ndarray, metrics_url:
     def watch() -> None:
         while not done.wait(1.0):
             if metrics_url is not None:
-                mb = _server_memory(metrics_url, scenario.token)
-                if mb is not None:
-                    memory.append((time.monotonic() - started, mb))
+                seen = _server_process(metrics_url, scenario.token)
+                if seen is not None:
+                    memory.append((time.monotonic() - started, seen[0]))
+                    cpu.append((time.monotonic() - started, seen[1]))
             if on_progress is not None:
                 frames = sum(r.frames for r in results) if results else 0
                 on_progress(f"{sessions} sessions, {time.monotonic() - started:.0f} of {scenario.seconds:.0f} s"
@@ -122,7 +131,10 @@ def run_load(scenario: Scenario, sessions: int, speech: np.ndarray, metrics_url:
     finally:
         done.set()
         watcher.join(5)
-    return LoadReport(sessions, scenario.seconds, results, memory, window)
+    report = LoadReport(sessions, scenario.seconds, results, memory, window)
+    if len(cpu) >= 3:  # from the second sample on: the first second holds the sessions' start
+        report.cpu_cores = (cpu[-1][1] - cpu[1][1]) / (cpu[-1][0] - cpu[1][0])
+    return report
 
 
 def find_capacity(scenario: Scenario, speech: np.ndarray, most: int = 16, metrics_url: str | None = None,

@@ -4,9 +4,10 @@ that listens beyond this machine must be told how to trust its clients)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,7 @@ class ServeConfig:
     allow_origin: tuple[str, ...] = ()  # besides the page's own origin; "*" allows any
     session_max_seconds: float = 3600.0
     log_format: LogFormat = "text"
+    capacity: str | None = None  # a `lipsync loadtest --find-capacity --json` result: sessions per device
 
     def checked(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -55,6 +57,21 @@ class ServeConfig:
     @property
     def per_device(self) -> int:
         return self.max_sessions_per_device or self.max_sessions
+
+    def with_capacity(self) -> ServeConfig:
+        """Sessions per device from a measured capacity (when given and no explicit per-device cap is)."""
+        if self.capacity is None or self.max_sessions_per_device is not None:
+            return self
+        path = Path(self.capacity)
+        try:
+            measured = json.loads(path.read_text())["capacity"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path}: not a capacity measured by lipsync loadtest --find-capacity --json ({exc})",
+                             option="capacity") from None
+        if isinstance(measured, bool) or not isinstance(measured, int) or measured < 1:
+            raise InputError(f"{path}: the measured capacity is {measured!r} sessions: nothing can be admitted",
+                             option="capacity")
+        return replace(self, max_sessions_per_device=measured)
 
 
 def is_loopback(host: str) -> bool:

@@ -67,8 +67,9 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
     uv = _Uvicorn(uv_config, server)
     names = ", ".join(sorted(server.manager.characters)) or "no characters"
     auth = "token" if config.token else ("none (--no-auth)" if config.no_auth else "none (this machine only)")
+    per_device = f", {config.per_device} per device" if config.per_device < config.max_sessions else ""
     announce(f"lipsync serve: http://{config.host}:{config.port}/ (WebSocket /v1/live) serving {names}; up to "
-             f"{config.max_sessions} sessions; auth: {auth}")
+             f"{config.max_sessions} sessions{per_device}; auth: {auth}")
     if threading.current_thread() is threading.main_thread():
         # uvicorn takes SIGINT and SIGTERM while it runs and raises them again once it has shut down: by then
         # the shutdown they asked for is done, and the command ends with 0
