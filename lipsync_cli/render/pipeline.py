@@ -26,7 +26,7 @@ from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.features.stream import FeatureBatch, FeatureStream, rebatch
-from lipsync_cli.features.windows import FrameWindows
+from lipsync_cli.features.windows import FrameWindows, frame_windows
 from lipsync_cli.frames.template import TemplateFrame
 from lipsync_cli.models.devices import CPU, Device
 from lipsync_cli.render.compositor import Compositor
@@ -70,13 +70,9 @@ def output_shape(character: Character) -> tuple[int, int]:
 
 def audio_windows(character: Character, audio: AudioInfo, chunk: int) -> Iterator[np.ndarray]:
     """[k, 80, 16] mel windows of consecutive video frames, as the audio streams in."""
-    windows = FrameWindows(audio.samples_16k, character.fps, character.audio.pad_mode, character.audio.window_end)
-    for samples in stream_audio(audio, chunk, character.audio.resample):
-        batch = windows.push(samples)
-        if batch is not None:
-            yield batch.windows
-    batch = windows.finish()
-    if batch is not None:
+    chunks = stream_audio(audio, chunk, character.audio.resample)
+    for batch in frame_windows(chunks, audio.samples_16k, character.fps, character.audio.pad_mode,
+                               character.audio.window_end):
         yield batch.windows
 
 
