@@ -139,3 +139,4 @@ def test_bench_live_gives_every_figure(tmp_path):
     assert set(data["aggregate_fps"]) == {"micro-batched", "separate"}
     assert all(fps > 0 for values in data["aggregate_fps"].values() for fps in values.values())
     assert "p50/p95" in done.stdout and "micro-batched: 1 sessions" in done.stdout
+    assert data["encode_ms"]["h264"] > 0 and data["encode_ms"]["jpeg"] > 0

@@ -104,6 +104,31 @@ def aggregate_fps(runtime: Runtime, character: Character, sessions: int, seconds
             session.close()
 
 
+def encode_ms(runtime: Runtime, character: Character, options: LiveOptions, frames: int = 75) -> dict[str, float]:
+    """Median milliseconds per frame of the server's H.264 and JPEG encoders on a session's speech frames."""
+    from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
+
+    with LiveSession(runtime, character, replace(options, start="first_audio")) as session:
+        session.push(speech_like(frames / float(character.fps), seed=51))
+        session.flush()
+        images = []
+        while len(images) < frames:
+            frame = session.next_frame(timeout=60)
+            if frame is None:
+                raise RuntimeError("a live session stalled")
+            images.append(frame.image)
+    height, width = images[0].shape[0] * 2 // 3, images[0].shape[1]
+    out = {}
+    for name, encoder in (("h264", H264Encoder(width, height, character.fps)), ("jpeg", JpegEncoder())):
+        times = []
+        for image in images:
+            started = time.perf_counter()
+            encoder.encode(image)
+            times.append(time.perf_counter() - started)
+        out[name] = round(float(np.median(times[5:])) * 1000, 2)  # past the first keyframe and warm-up
+    return out
+
+
 def live_bench(runtime: Runtime, character: Character, options: LiveOptions, chunks_ms: Sequence[float],
                levels: Sequence[int], seconds: float, say: Callable[[str], None] = lambda s: None) -> dict:
     say("warming up (the template cache, the models' first calls)")
@@ -118,5 +143,6 @@ def live_bench(runtime: Runtime, character: Character, options: LiveOptions, chu
             say(f"{n} sessions, {'micro-batched' if micro else 'separate UNet calls'}")
             key = "micro-batched" if micro else "separate"
             fps[key][n] = aggregate_fps(runtime, character, n, seconds, replace(options, micro_batching=micro))
+    say("encode cost per frame")
     return {"character": character.name, "device": str(options.device), "latency": [r.__dict__ for r in rows],
-            "aggregate_fps": fps}
+            "aggregate_fps": fps, "encode_ms": encode_ms(runtime, character, options)}

@@ -251,5 +251,8 @@ def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str
     console.print(table)
     for key, values in data["aggregate_fps"].items():
         console.print(f"{key}: " + ", ".join(f"{n} sessions {fps:.1f} fps" for n, fps in values.items()))
+    video = character.video
+    console.print(f"encode per frame ({video.width}x{video.height}): H.264 {data['encode_ms']['h264']} ms, "
+                  f"JPEG {data['encode_ms']['jpeg']} ms")
     if json_path is not None:
         json_path.write_text(json.dumps(data, indent=2))
