@@ -111,7 +111,7 @@ def encode_ms(runtime: Runtime, character: Character, options: LiveOptions, fram
     with LiveSession(runtime, character, replace(options, start="first_audio")) as session:
         session.push(speech_like(frames / float(character.fps), seed=51))
         session.flush()
-        images = []
+        images: list[np.ndarray] = []
         while len(images) < frames:
             frame = session.next_frame(timeout=60)
             if frame is None:
