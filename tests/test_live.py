@@ -250,3 +250,16 @@ def test_a_timeline_that_starts_with_its_first_audio_has_no_idle_frames_before_i
         frames = take(session, len(reference))
     assert frames[0].index == 0 and all(f.speech for f in frames)
     assert all(np.array_equal(f.image, r) for f, r in zip(frames, reference, strict=True))
+
+
+def test_sessions_share_the_models_and_the_template(runtime, alice):
+    with LiveSession(runtime, alice, options(), clock=FakeClock()) as a, \
+            LiveSession(runtime, alice, options(), clock=FakeClock()) as b:
+        for session in (a, b):
+            session.push(speech_like(0.3, seed=1))
+            session.flush()
+            take(session, 5)
+        assert len(runtime.registry.loaded()) == 1  # one encoder + UNet pair for both, leased
+        assert len(runtime.templates._states) == 1  # one prepared template, read by both
+        first, second = a._renderer.template.frame(0), b._renderer.template.frame(0)
+        assert np.shares_memory(first.i420, second.i420)  # the same prepared pixels, not a copy per session

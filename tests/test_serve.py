@@ -145,9 +145,14 @@ def test_every_refusal_has_its_message_and_code_and_harms_no_other_session(main_
 
 
 def test_a_bad_origin_is_refused(main_server):
-    with connect(ws_url(main_server, token=TOKEN), origin="http://evil.example", open_timeout=30) as ws:
-        got, code = refusal(ws)
-    assert code == 1008 and "origin http://evil.example is not allowed" in got
+    healthy = Healthy(main_server, token=TOKEN)
+    try:
+        with connect(ws_url(main_server, token=TOKEN), origin="http://evil.example", open_timeout=30) as ws:
+            got, code = refusal(ws)
+        assert code == 1008 and "origin http://evil.example is not allowed" in got
+        time.sleep(1.0)
+    finally:
+        assert healthy.finish() >= 10
 
 
 def test_a_session_past_its_length_is_ended(shared_runtime):

@@ -44,6 +44,8 @@ def serve_command(
                                                               "session [default: 3600].", show_default=False)] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json", help="Log lines as text or "
                                                    "JSON [default: text].", show_default=False)] = None,
+    jpeg_quality: Annotated[int | None, typer.Option("--jpeg-quality", metavar="1-100", help="Quality of JPEG "
+                                                     "frames [default: 75, the seed's].", show_default=False)] = None,
     capacity: Annotated[Path | None, typer.Option("--capacity", metavar="FILE", help="Sessions per device from a "
                                                   "measured capacity: the JSON of lipsync loadtest --find-capacity.",
                                                   show_default=False)] = None,
@@ -63,7 +65,7 @@ def serve_command(
                  "max_models": max_models, "max_memory": max_memory, "token": token_from_env(token),
                  "no_auth": no_auth or None, "allow_origin": tuple(allow_origin) if allow_origin else None,
                  "session_max_seconds": session_max_seconds, "log_format": log_format,
-                 "capacity": str(capacity) if capacity is not None else None}
+                 "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality}
         settings = replace(settings, **{k: v for k, v in given.items() if v is not None}).with_capacity().checked()
         with Runtime(runtime_config(settings, parse_size)) as runtime:
             serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))

@@ -29,9 +29,10 @@ PAGE_FILES = {"app.js": "text/javascript", "worklet.js": "text/javascript", "sty
 class Server:
     def __init__(self, config: ServeConfig, runtime: Runtime) -> None:
         self.config, self.runtime = config, runtime
-        self.manager = SessionManager(config)
+        self.manager = SessionManager(config, len(runtime.devices()[0]))
         self.metrics = Metrics(runtime, self.unet_batches)
         self.device_request = DeviceRequest("auto")  # placed on the runtime's devices (--devices)
+        self.jpeg_quality = config.jpeg_quality
 
     def unet_batches(self) -> dict[int, int]:
         total: Counter[int] = Counter()

@@ -32,6 +32,7 @@ class ServeConfig:
     session_max_seconds: float = 3600.0
     log_format: LogFormat = "text"
     capacity: str | None = None  # a `lipsync loadtest --find-capacity --json` result: sessions per device
+    jpeg_quality: int = 75  # the seed's
 
     def checked(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -42,6 +43,8 @@ class ServeConfig:
             raise InputError("max sessions per device must be at least 1", option="max_sessions_per_device")
         if self.session_max_seconds <= 0:
             raise InputError("the session length limit must be positive", option="session_max_seconds")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InputError(f"JPEG quality must be 1 to 100, not {self.jpeg_quality}", option="jpeg_quality")
         if self.log_format not in ("text", "json"):
             raise InputError(f"log format must be text or json, not {self.log_format!r}", option="log_format")
         if self.token is not None and len(self.token) < 8:

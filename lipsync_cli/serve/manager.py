@@ -32,8 +32,9 @@ class Admission:
 
 
 class SessionManager:
-    def __init__(self, config: ServeConfig) -> None:
-        self.config = config
+    def __init__(self, config: ServeConfig, devices: int = 1) -> None:
+        """`devices`: how many devices sessions are placed on (the per-device cap applies to each)."""
+        self.config, self.devices = config, devices
         self.characters = discover(config.characters)
         self._lock = threading.Lock()
         self._active: dict[int, Device] = {}
@@ -88,7 +89,7 @@ class SessionManager:
             return False, "shutting down"
         if not self.characters:
             return False, "no characters to serve"
-        active = self.active
-        if active >= self.config.max_sessions:
-            return False, f"at capacity ({active} of {self.config.max_sessions} sessions)"
-        return True, f"{active} of {self.config.max_sessions} sessions"
+        active, most = self.active, min(self.config.max_sessions, self.config.per_device * self.devices)
+        if active >= most:
+            return False, f"at capacity ({active} of {most} sessions)"
+        return True, f"{active} of {most} sessions"
