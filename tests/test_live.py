@@ -263,3 +263,15 @@ def test_sessions_share_the_models_and_the_template(runtime, alice):
         assert len(runtime.templates._states) == 1  # one prepared template, read by both
         first, second = a._renderer.template.frame(0), b._renderer.template.frame(0)
         assert np.shares_memory(first.i420, second.i420)  # the same prepared pixels, not a copy per session
+
+
+def test_frames_are_made_only_a_little_ahead_of_the_reader(runtime, alice):
+    """Audio may queue 20 s ahead, but each made frame holds a whole picture: 2 s of them at most."""
+    import time
+
+    with LiveSession(runtime, alice, options(frames_ahead_ms=400), clock=FakeClock()) as session:
+        session.push(speech_like(6.0, seed=2))
+        session.flush()
+        time.sleep(1.5)  # plenty of time to make all 150 frames, if nothing held it back
+        assert len(session._out) <= 10
+        assert [f.index for f in take(session, 150)] == list(range(150))

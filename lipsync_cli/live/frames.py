@@ -23,6 +23,7 @@ class LiveOptions:
     compute_ms: float = 150.0  # the part of L kept for computing a frame: missing audio is silence after it
     jitter_ms: float = 200.0  # with latency_ms None: L = look-ahead + compute_ms + jitter_ms
     ahead_ms: float = 20_000.0  # audio queued ahead of the clock past this is refused
+    frames_ahead_ms: float = 2_000.0  # frames made ahead of the one taken last (each holds a whole picture)
     idle_after_ms: float = 1_000.0  # an utterance whose audio stops this long without a flush ends
     fade_frames: int = 3  # frames of cross-fade between speech and the template, both ways (0: none)
     blend: Blend = "match"

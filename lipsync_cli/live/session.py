@@ -19,18 +19,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from fractions import Fraction
 
-import cv2
 import numpy as np
 
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import SILENCE_FRAME_VALUE
-from lipsync_cli.frames.template import TemplateFrame
-from lipsync_cli.live.frames import MAX_RATE, MIN_RATE, Interruption, LatencyParts, LiveFrame, LiveOptions, LiveStats
+from lipsync_cli.live.frames import MAX_RATE, MIN_RATE, Interruption, LiveFrame, LiveOptions, LiveStats
 from lipsync_cli.live.scheduler import BatchPolicy, UNetScheduler
+from lipsync_cli.live.slots import Slot, picture
 from lipsync_cli.live.timing import lookahead_seconds
 from lipsync_cli.live.utterance import Utterance, sample_of
 from lipsync_cli.render.compositor import Compositor
@@ -46,26 +44,6 @@ LEASE_TIMEOUT = 30.0
 
 class Overrun(InputError):
     """Audio pushed further ahead of the clock than the session buffers."""
-
-
-@dataclass(eq=False)
-class _Slot:
-    index: int
-    generation: int
-    speech: bool
-    audio: np.ndarray
-    features: np.ndarray | None = None  # the UNet's audio input (None: silence)
-    frame: TemplateFrame | None = None
-    fade: float = 0.0  # weight of the template (cross-fade to idle)
-    patch: Patch | BaseException | None = None
-    drawn: bool = False  # the model draws it (else: the template as it is)
-    own_at: float = 0.0
-    need_at: float = 0.0
-    submitted: float = 0.0
-    waited: float = 0.0
-    inference: float = 0.0
-    underrun: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class LiveSession:
@@ -105,7 +83,7 @@ class LiveSession:
         self._cond = threading.Condition()
         self._utterances: list[Utterance] = []
         self._out: deque[LiveFrame] = deque()
-        self._slots: deque[_Slot] = deque()  # the worker's: decided, not yet made
+        self._slots: deque[Slot] = deque()  # the worker's: decided, not yet made
         self._generation = 0
         self._decided = 0  # frames before this are decided
         self._floor = 0  # new audio starts no earlier (after an interrupt: the next frame is idle)
@@ -340,10 +318,10 @@ class LiveSession:
             if u.ready:
                 break
 
-    def _decide(self, now: float) -> list[_Slot]:
+    def _decide(self, now: float) -> list[Slot]:
         """Decide what the next frames are, as far as the clock and the audio allow (under the lock)."""
         made = []
-        limit = self._next_out + math.ceil(self.options.ahead_ms / 1000 * self.fps)
+        limit = self._next_out + math.ceil(self.options.frames_ahead_ms / 1000 * self.fps)
         while self._decided < limit:
             k = self._decided
             u = self._covering(k)
@@ -354,7 +332,7 @@ class LiveSession:
                 own, underrun = u.own_audio_time(k)
                 fade_in = self.options.fade_frames if u.fades_in else 0
                 fade = 1 - (k - u.start + 1) / (fade_in + 1) if k - u.start < fade_in else 0.0
-                slot = _Slot(k, self._generation, True, u.audio_of(k), features, drawn=True, fade=fade,
+                slot = Slot(k, self._generation, True, u.audio_of(k), features, drawn=True, fade=fade,
                              own_at=need_at if own is None else own, need_at=need_at, underrun=underrun)
                 if underrun:
                     self._counts["underrun_frames"] += 1
@@ -368,9 +346,9 @@ class LiveSession:
                 since = k - self._last_end if self._last_end is not None else None
                 fade = self.options.fade_frames
                 if since is not None and since < fade:
-                    slot = _Slot(k, self._generation, False, silence, drawn=True, fade=(since + 1) / (fade + 1))
+                    slot = Slot(k, self._generation, False, silence, drawn=True, fade=(since + 1) / (fade + 1))
                 else:
-                    slot = _Slot(k, self._generation, False, silence)
+                    slot = Slot(k, self._generation, False, silence)
                 self._underran_last = False
             else:
                 break
@@ -378,7 +356,7 @@ class LiveSession:
             made.append(slot)
         return made
 
-    def _start(self, slot: _Slot) -> None:
+    def _start(self, slot: Slot) -> None:
         """Fetch the slot's template frame and, for a drawn frame, ask the scheduler for its patch."""
         features = slot.features if slot.features is not None else self._silence_features()
         slot.frame = self._renderer.frame(slot.index)
@@ -418,21 +396,7 @@ class LiveSession:
                 continue
             if isinstance(slot.patch, BaseException):
                 raise slot.patch
-            made_at = time.monotonic()
-            assert slot.frame is not None
-            if slot.patch is not None:
-                image = self._compositor.one(slot.frame, slot.patch)
-                if slot.fade > 0:
-                    image = cv2.addWeighted(slot.frame.i420, slot.fade, image, 1 - slot.fade, 0)
-            else:
-                image = np.array(slot.frame.i420)
-            image.flags.writeable = False
-            latency = None
-            if slot.speech:
-                composite = time.monotonic() - made_at
-                latency = LatencyParts(max(0.0, slot.need_at - slot.own_at),
-                                       max(0.0, slot.submitted - slot.need_at) + slot.waited, slot.inference,
-                                       composite)
+            image, latency = picture(slot, self._compositor)
             frame = LiveFrame(slot.index, slot.generation, slot.speech, image, slot.audio,
                               float(slot.index / self.fps), self.due(slot.index), self.clock(), latency,
                               slot.underrun)
