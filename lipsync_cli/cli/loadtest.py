@@ -40,6 +40,9 @@ def loadtest_command(
     most: Annotated[int, typer.Option("--most", metavar="N", min=1, help="With --find-capacity: the most sessions "
                                       "to try.")] = 12,
     devices: Annotated[str, typer.Option("--devices", metavar="LIST", help="In-process server: devices.")] = "auto",
+    characters: Annotated[list[str] | None, typer.Option("--characters", metavar="DIR", help="In-process server: "
+                                                         "a folder of characters (repeatable).", show_default=False)
+                          ] = None,
     window: Annotated[float, typer.Option("--window", metavar="S", help="Seconds per row of lateness over time.")
                       ] = 60.0,
     token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="The server's token.",
@@ -77,8 +80,9 @@ def loadtest_command(
             if url is None:
                 runtime = Runtime(RuntimeConfig(devices=devices))
                 limit = most if find_capacity else sessions
-                server = RunningServer(ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1)).checked(),
-                                       runtime)
+                config = ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1),
+                                     characters=tuple(characters or ()))
+                server = RunningServer(config.checked(), runtime)
                 base = server.url.replace("http://", "ws://")
                 say(f"a server in this process at {server.url}")
             else:
