@@ -24,7 +24,7 @@ from lipsync_cli.cli.help import PlainHelp, example
 
 app = typer.Typer(
     name="lipsync",
-    help="Render audio-driven lip-sync video: a speech recording + a character -> an H.264 MP4.",
+    help="Lip-sync video: speech + a character -> an H.264 MP4 (render, batch) or live (serve, live).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,7 +44,7 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
-    """Render audio-driven lip-sync video: a speech recording + a character -> an H.264 MP4."""
+    """Lip-sync video: speech + a character -> an H.264 MP4 (render, batch) or live (serve, live)."""
 
 
 app.command("render", cls=PlainHelp, epilog=example(
