@@ -70,5 +70,6 @@ def test_the_page_talks_with_the_fake_microphone(browser, runtime, tmp_path):
             moves["pause"].append(change)
     assert len(moves["speaking"]) > 10 and len(moves["pause"]) > 10, {k: len(v) for k, v in moves.items()}
     speaking, pause = np.median(moves["speaking"]), np.median(moves["pause"])
-    print(f"mouth change per frame: speaking {speaking:.2f}, in pauses {pause:.2f}")
+    print(f"mouth change per frame: speaking {speaking:.2f}, in pauses {pause:.2f}; latency {stats['latency']} ms, "
+          f"playout buffer {stats['bufferMs']:.0f} ms, {stats['fps']} fps shown")
     assert speaking > 2 * pause, (speaking, pause)
