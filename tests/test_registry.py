@@ -236,3 +236,32 @@ def test_a_lease_with_a_timeout_gives_up_when_the_budget_stays_full(tmp_path):
         assert loaded_names(reg) == ["m0.onnx"]
     with reg.lease(b, CPU, "other", timeout=0.2) as lease:  # room again: the same call succeeds
         assert lease.sessions
+
+
+def test_unload_drops_an_idle_model_and_refuses_a_leased_one(tmp_path):
+    fake = FakeDevices()
+    reg = registry(fake)
+    (a,), (b,) = models(tmp_path, 2)
+    with reg.lease([a], CPU, "a"):
+        pass
+    with reg.lease([b], CPU, "b"):
+        with pytest.raises(Busy, match=r"b is in use \(1 lease\(s\) on cpu\)"):
+            reg.unload([b])
+        assert len(reg.loaded()) == 2
+    assert reg.unload([a]) == [CPU]
+    assert reg.loaded() == [((b.resolve(),), CPU)] and fake.used[CPU] == 100
+    assert reg.unload([a]) == []  # not loaded: nothing to drop
+    with reg.lease([a], CPU, "a"):  # loads again
+        pass
+    assert {s.name: s.loads for s in reg.stats()} == {"a": 2, "b": 1}
+
+
+def test_a_lease_that_only_loads_counts_no_request(tmp_path):
+    reg = registry(FakeDevices())
+    (a,), = models(tmp_path, 1)
+    with reg.lease([a], CPU, "a", count=False):
+        pass
+    with reg.lease([a], CPU, "a"):
+        pass
+    (stats,) = reg.stats()
+    assert (stats.loads, stats.requests) == (1, 1)

@@ -161,12 +161,12 @@ class ModelRegistry:
     # -- leases ------------------------------------------------------------------------------------
     @contextmanager
     def lease(self, files: Sequence[Path], device: Device, name: str | None = None,
-              timeout: float | None = None) -> Iterator[Lease]:
+              timeout: float | None = None, count: bool = True) -> Iterator[Lease]:
         """The sessions of `files` on `device`, loaded if needed; never evicted while the lease is held. While
         the device's budget is held by other leases this waits for room: for ever, or `timeout` seconds, then
-        raises Busy."""
+        raises Busy. `count=False` leaves the request count alone (a lease that only loads the model)."""
         key = (_files_key(files), device)
-        entry, mine = self._acquire(key, name, timeout)
+        entry, mine = self._acquire(key, name, timeout, count)
         if mine:
             self._load(key, entry)
         try:
@@ -182,7 +182,8 @@ class ModelRegistry:
         self._clock += 1
         return self._clock
 
-    def _acquire(self, key: tuple, name: str | None, timeout: float | None = None) -> tuple[_Entry, bool]:
+    def _acquire(self, key: tuple, name: str | None, timeout: float | None = None, count: bool = True
+                 ) -> tuple[_Entry, bool]:
         files, device = key
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -199,14 +200,14 @@ class ModelRegistry:
                     entry.leases += 1
                     entry.uses += 1
                     entry.touched = self._tick()
-                    self._stats[key].requests += 1
+                    self._stats[key].requests += count
                     return entry, False
                 if entry is None:
                     estimate = self._estimate(key)
                     if self._make_room(device, estimate, exclude=None):
                         entry = _Entry(files, device, estimate, leases=1, uses=1, touched=self._tick())
                         self._entries[key] = entry
-                        self._stats[key].requests += 1
+                        self._stats[key].requests += count
                         return entry, True
                 if deadline is not None and time.monotonic() >= deadline:
                     what = name or files[-1].parent.name
@@ -298,6 +299,24 @@ class ModelRegistry:
     def loaded(self) -> list[tuple[tuple[Path, ...], Device]]:
         with self._cond:
             return [k for k, e in self._entries.items() if not e.loading]
+
+    def unload(self, files: Sequence[Path]) -> list[Device]:
+        """Drop the sessions of `files` on every device they are loaded on, and return those devices; refused
+        (Busy, nothing dropped) while any of them is leased or still loading."""
+        files_key = _files_key(files)
+        with self._cond:
+            mine = [e for (f, _), e in self._entries.items() if f == files_key]
+            busy = [e for e in mine if e.leases or e.loading]
+            if busy:
+                what = self._stats[(files_key, busy[0].device)].name
+                users = sum(e.leases for e in busy)
+                raise Busy(f"{what} is in use ({users} lease(s) on {', '.join(str(e.device) for e in busy)}): "
+                           "it can be unloaded once they end")
+            for entry in mine:
+                del self._entries[(entry.files, entry.device)]
+                entry.sessions = ()
+            self._cond.notify_all()
+            return [e.device for e in mine]
 
     def close(self) -> None:
         """Drop every session (leases still held keep theirs until they end)."""
