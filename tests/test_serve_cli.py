@@ -24,14 +24,17 @@ def free_port():
 
 
 def test_serve_starts_says_where_and_sigterm_closes_sessions_and_exits_0(tmp_path):
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     config = tmp_path / "serve.toml"
-    config.write_text(f'port = {port}\nmax-sessions = 2\ndevices = "cpu"\nlog-format = "json"\n')
+    config.write_text(f'port = {port}\ngrpc-port = {grpc_port}\nmax-sessions = 2\ndevices = "cpu"\n'
+                      'log-format = "json"\n')
     proc = subprocess.Popen([*LIPSYNC, "serve", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         assert f"http://127.0.0.1:{port}/" in line and "serving alice" in line and "up to 2 sessions" in line, line
+        line = proc.stderr.readline()
+        assert f"gRPC on 127.0.0.1:{grpc_port} (monolithic.MonolithicService, lipsync.v1.Live" in line, line
         for _ in range(100):  # uvicorn listens a moment after the line
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()

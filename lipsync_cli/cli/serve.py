@@ -31,6 +31,9 @@ def serve_command(
                                                                 help="Live sessions at once on one device "
                                                                 "[default: --max-sessions].", show_default=False)
                                        ] = None,
+    grpc_port: Annotated[int | None, typer.Option("--grpc-port", metavar="PORT", help="gRPC port (the seed's "
+                                                  "MonolithicService, the live stream, health) [default: 50051]; "
+                                                  "0 turns gRPC off.", show_default=False)] = None,
     max_models: MaxModels = None,
     max_memory: MaxMemory = None,
     token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="Clients must send this token "
@@ -65,7 +68,8 @@ def serve_command(
                  "max_models": max_models, "max_memory": max_memory, "token": token_from_env(token),
                  "no_auth": no_auth or None, "allow_origin": tuple(allow_origin) if allow_origin else None,
                  "session_max_seconds": session_max_seconds, "log_format": log_format,
-                 "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality}
+                 "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality,
+                 "grpc_port": grpc_port}
         settings = replace(settings, **{k: v for k, v in given.items() if v is not None}).with_capacity().checked()
         with Runtime(runtime_config(settings, parse_size)) as runtime:
             serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))

@@ -296,6 +296,10 @@ class ModelRegistry:
         with self._cond:
             return [ModelStats(**vars(s)) for s in self._stats.values()]
 
+    def memory_used(self, device: Device) -> int | None:
+        """Bytes in use on `device` now, as the budget measures them (None where they cannot be read)."""
+        return self._memory(device)
+
     def loaded(self) -> list[tuple[tuple[Path, ...], Device]]:
         with self._cond:
             return [k for k, e in self._entries.items() if not e.loading]

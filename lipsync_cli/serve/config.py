@@ -33,6 +33,9 @@ class ServeConfig:
     log_format: LogFormat = "text"
     capacity: str | None = None  # a `lipsync loadtest --find-capacity --json` result: sessions per device
     jpeg_quality: int = 75  # the seed's
+    grpc_port: int = 50051  # the seed's gRPC interface and the live stream over gRPC, on the same host; 0: off
+    grpc_jpeg_quality: int = 75  # of InferBatchComposite's frames (the seed's)
+    grpc_queue: int = 16  # InferBatchComposite calls in flight or waiting before "server busy"
 
     def checked(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -41,6 +44,12 @@ class ServeConfig:
             raise InputError(f"max sessions must be at least 1, not {self.max_sessions}", option="max_sessions")
         if self.max_sessions_per_device is not None and self.max_sessions_per_device < 1:
             raise InputError("max sessions per device must be at least 1", option="max_sessions_per_device")
+        if not 0 <= self.grpc_port <= 65535:
+            raise InputError(f"gRPC port must be 0 (off) to 65535, not {self.grpc_port}", option="grpc_port")
+        if not 1 <= self.grpc_jpeg_quality <= 100:
+            raise InputError(f"JPEG quality must be 1 to 100, not {self.grpc_jpeg_quality}", option="grpc_jpeg_quality")
+        if self.grpc_queue < 1:
+            raise InputError(f"the gRPC queue must hold at least 1 call, not {self.grpc_queue}", option="grpc_queue")
         if self.session_max_seconds <= 0:
             raise InputError("the session length limit must be positive", option="session_max_seconds")
         if not 1 <= self.jpeg_quality <= 100:

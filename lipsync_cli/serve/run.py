@@ -9,13 +9,22 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 from lipsync_cli.serve.app import Server, create_app
 from lipsync_cli.serve.config import ServeConfig
+
+if TYPE_CHECKING:
+    from lipsync_cli.serve.rpc.server import GrpcServer
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,15 +84,42 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
         # the shutdown they asked for is done, and the command ends with 0
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda number, frame: None)
-    uv.run(sockets=[sock] if sock is not None else None)
+    with grpc_serving(server, announce):
+        uv.run(sockets=[sock] if sock is not None else None)
+
+
+def open_grpc(server: Server, port: int) -> GrpcServer:
+    """The gRPC services, started on the server's host and `port` (a free one when 0)."""
+    from lipsync_cli.serve.rpc.monolithic import GrpcOptions
+    from lipsync_cli.serve.rpc.server import GrpcServer
+
+    c = server.config
+    return GrpcServer(server, c.host, port, GrpcOptions(jpeg_quality=c.grpc_jpeg_quality, queue=c.grpc_queue))
+
+
+@contextmanager
+def grpc_serving(server: Server, announce: Callable[[str], None]) -> Iterator[None]:
+    """The config's gRPC port served for as long as the block runs (port 0: not at all)."""
+    if not server.config.grpc_port:
+        yield
+        return
+    grpc = open_grpc(server, server.config.grpc_port)
+    announce(f"lipsync serve: gRPC on {address(server.config.host, grpc.port)} (monolithic.MonolithicService, "
+             "lipsync.v1.Live, grpc.health.v1.Health, reflection)")
+    try:
+        yield
+    finally:
+        grpc.stop()
 
 
 class RunningServer:
     """A server on a thread of this process (for `lipsync loadtest` and tests): bound to a free port of the
     config's host when its port is 0; `stop()` closes every session and waits for uvicorn to end."""
 
-    def __init__(self, config: ServeConfig, runtime: Runtime) -> None:
+    def __init__(self, config: ServeConfig, runtime: Runtime, grpc_port: int | None = None) -> None:
+        """`grpc_port`: also serve gRPC there (0: a free port; None: no gRPC)."""
         self.server = Server(config, runtime)
+        self.grpc = open_grpc(self.server, grpc_port) if grpc_port is not None else None
         self._sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((config.host, config.port))
@@ -97,6 +133,8 @@ class RunningServer:
         ends = time.monotonic() + 30
         while not self._uv.started:
             if not self._thread.is_alive() or time.monotonic() > ends:
+                if self.grpc is not None:
+                    self.grpc.stop()
                 raise RuntimeError("the server did not start")
             time.sleep(0.01)
 
@@ -112,6 +150,8 @@ class RunningServer:
         self._uv.should_exit = True
         self._thread.join(timeout=10)
         self._sock.close()
+        if self.grpc is not None:
+            self.grpc.stop()
 
     def __enter__(self) -> RunningServer:
         return self
