@@ -35,34 +35,54 @@ characters_app = typer.Typer(cls=_ShowByDefault, add_completion=False, no_args_i
 
 
 @characters_app.command("import", cls=PlainHelp, epilog=example(
-    "lipsync characters import synctalk2d data/may --unet may.onnx --audio-encoder enc.onnx --name may"))
+    "lipsync characters import synctalk2d data/may --unet may.onnx --audio-encoder enc.onnx --name may\n"
+    "lipsync characters import seed models/config.yaml --model sanders"))
 def import_command(
-    kind: Annotated[str, typer.Argument(metavar="KIND", help="The dataset's project: synctalk2d.",
-                                        show_default=False)],
-    dataset: Annotated[Path, typer.Argument(metavar="DATASET_DIR", help="The dataset folder (full_body_img/, "
-                                            "landmarks/, optional parsing/).", show_default=False)],
-    unet: Annotated[Path, typer.Option("--unet", metavar="FILE",
-                                       help="The trained UNet, exported to ONNX.", show_default=False)],
-    audio_encoder: Annotated[Path, typer.Option("--audio-encoder", metavar="FILE",
-                                                help="The audio encoder, exported to ONNX.",
-                                                show_default=False)],
-    name: Annotated[str, typer.Option("--name", metavar="NAME", help="The character's name.", show_default=False)],
-    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="The character folder to make (default: "
-                                             "./characters/NAME).", show_default=False)] = None,
+    kind: Annotated[str, typer.Argument(metavar="KIND", help="Where it comes from: synctalk2d (a dataset folder) or "
+                                        "seed (the seed's config.yaml).", show_default=False)],
+    source: Annotated[Path, typer.Argument(metavar="DATASET_DIR|CONFIG", help="The dataset folder (full_body_img/, "
+                                           "landmarks/, optional parsing/), or the seed's config.yaml.",
+                                           show_default=False)],
+    unet: Annotated[Path | None, typer.Option("--unet", metavar="FILE", help="synctalk2d: the trained UNet, "
+                                              "exported to ONNX.", show_default=False)] = None,
+    audio_encoder: Annotated[Path | None, typer.Option("--audio-encoder", metavar="FILE", help="synctalk2d: the "
+                                                       "audio encoder, exported to ONNX.", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option("--name", metavar="NAME", help="The character's name (seed: default "
+                                             "the model id).", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option("--model", metavar="ID", help="seed: import only this model "
+                                              "[default: every model of the config].", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="synctalk2d: the character folder to make "
+                                             "(default: ./characters/NAME); seed: the folder to make the characters "
+                                             "in (default: ./characters).", show_default=False)] = None,
     debug: Debug = False,
 ) -> None:
-    """Make a character from another project's dataset and trained models."""
+    """Make a character from another project's dataset and trained models, or from the seed's model folders."""
 
     def work() -> int:
+        if kind == "seed":
+            return _import_seed(source, model, name, out)
         if kind != "synctalk2d":
-            raise InputError(f"unknown dataset kind {kind!r}: the one supported is synctalk2d")
+            raise InputError(f"unknown kind {kind!r}: synctalk2d or seed")
+        if unet is None or audio_encoder is None or name is None:
+            raise InputError("importing a synctalk2d dataset needs --unet, --audio-encoder and --name")
         from lipsync_cli.characters.importers.synctalk2d import import_dataset
 
-        folder = import_dataset(dataset, unet, audio_encoder, name, out or Path("characters") / name)
+        folder = import_dataset(source, unet, audio_encoder, name, out or Path("characters") / name)
         console.print(f"imported {name} into {folder}; check it with: lipsync characters {folder}")
         return 0
 
     raise typer.Exit(run_reporting(work, debug))
+
+
+def _import_seed(config: Path, model: str | None, name: str | None, out: Path | None) -> int:
+    from lipsync_cli.characters.importers.seed import import_seed
+
+    for done in import_seed(config, out or Path("characters"), model, name):
+        console.print(f"imported the seed's model {done.id} into {done.folder}; check it with: lipsync characters "
+                      f"{done.folder}", soft_wrap=True, markup=False)
+        for note in done.notes:
+            console.print(f"  note: {note}", soft_wrap=True, markup=False)
+    return 0
 
 
 @characters_app.command("show", cls=PlainHelp, epilog=example("lipsync characters alice"))

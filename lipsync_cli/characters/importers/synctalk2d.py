@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -90,7 +91,9 @@ def box_from_landmarks(points: np.ndarray) -> tuple[int, int, int, int]:
     return xmin, ymin, xmax, ymin + (xmax - xmin)
 
 
-def _encode_template(frames: list[Path], width: int, height: int, out: Path) -> None:
+def encode_template(frames: list[Path], width: int, height: int, out: Path,
+                    read: Callable[[Path], np.ndarray] = read_frame) -> None:
+    """The frames (BGR images of one size, read by `read`) as an H.264 template, visually lossless."""
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
            "-s", f"{width}x{height}", "-framerate", str(FPS), "-i", "pipe:0", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
            "-c:v", "libx264", "-preset", "medium", "-crf", str(TEMPLATE_CRF), "-pix_fmt", "yuv420p", str(out)]
@@ -98,7 +101,7 @@ def _encode_template(frames: list[Path], width: int, height: int, out: Path) -> 
     assert proc.stdin is not None and proc.stderr is not None
     try:
         for path in frames:
-            image = read_frame(path)
+            image = read(path)
             if image.shape[:2] != (height, width):
                 raise CharacterError(f"{path}: {image.shape[1]}x{image.shape[0]}, not {width}x{height} like the "
                                      "first frame")
@@ -143,7 +146,7 @@ def import_dataset(dataset: Path, unet: Path, audio_encoder: Path, name: str, ou
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir(parents=True)
     try:
-        _encode_template([dataset / "full_body_img" / f"{n}.jpg" for n in numbers], width, height,
+        encode_template([dataset / "full_body_img" / f"{n}.jpg" for n in numbers], width, height,
                          temp / "template.mp4")
         np.save(temp / "boxes.npy", np.array(boxes, np.int32))
         shutil.copyfile(unet, temp / "model_best.onnx")
