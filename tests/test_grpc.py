@@ -8,6 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import cv2
 import grpc
 import numpy as np
 import pytest
@@ -223,6 +224,11 @@ MALFORMED = {
     "audio too short": (dict(raw=clip(0, 3200).tobytes()), "raw_audio holds 200 ms at 16000 Hz: 5 frame"),
     "sample rate": (dict(sample_rate=1000), "sample_rate must be 8000 to 48000 Hz"),
     "negative start": (dict(start_frame_idx=-1), "start_frame_idx must be 0 or more, not -1"),
+    "audio_features size": (dict(raw=b"", audio_features=np.zeros((16, 511), "<f4").tobytes()),
+                            r"audio_features must be batch_size x \[512\] float32 \(32768 bytes for 16 frames\), "
+                            "not 32704 bytes"),
+    "audio and features": (dict(audio_features=np.zeros((16, 512), "<f4").tobytes()),
+                           "send raw_audio or audio_features, not both"),
     "unknown model": (dict(model="nobody"), "unknown character 'nobody': this server offers alice, broken, slow"),
     "a path as model": (dict(model="../alice"), "unknown character '../alice'"),
     "model fails at run time": (dict(model="broken"), r"model_best.onnx: the UNet produced NaN at frame 0"),
@@ -243,6 +249,33 @@ def test_every_malformed_request_gets_a_one_line_error_and_the_server_goes_on(se
     assert "\n" not in reply.error and re.search(message, reply.error), reply.error
     assert client.Health(pb.HealthRequest()).healthy
     assert client.InferBatchComposite(batch(clip(9), size=2), timeout=60).success
+
+
+def quantisers(jpeg: bytes) -> bytes:
+    """The first quantisation table (the JPEG quality's fingerprint)."""
+    at = jpeg.index(b"\xff\xdb")
+    return jpeg[at : at + 2 + int.from_bytes(jpeg[at + 2 : at + 4], "big")]
+
+
+def reference_jpeg(quality):
+    return cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+
+
+def test_audio_features_instead_of_audio_and_the_jpeg_quality(served, folders):
+    _, client, _, _ = served
+    root, _ = folders
+    x = clip(12)
+    features = np.zeros((4, 512), "<f4").tobytes()
+    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
+        with grpc_server(runtime, root, grpc_jpeg_quality=40) as (_, channel):
+            rough = stub(channel).InferBatchComposite(batch(x, size=4), timeout=60)
+            given = stub(channel).InferBatchComposite(pb.CompositeBatchRequest(
+                model_id="alice", audio_features=features, batch_size=4), timeout=60)
+    fine = client.InferBatchComposite(batch(x, size=4), timeout=60)
+    assert rough.success and fine.success and given.success, (rough.error, given.error)
+    assert quantisers(rough.composited_frames[0]) == quantisers(reference_jpeg(40))
+    assert quantisers(fine.composited_frames[0]) == quantisers(reference_jpeg(75))
+    assert len(given.composited_frames) == 4 and given.audio_processing_ms < 50
 
 
 def test_a_full_queue_says_server_busy(folders):
