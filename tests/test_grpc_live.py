@@ -56,9 +56,11 @@ class Stream:
         rest = list(self.replies)
         return self.call.code(), rest
 
-    def refused(self):
-        """Every message until the call ends with an error: (the Error message, the status)."""
-        self.outgoing.put(None)
+    def refused(self, close=True):
+        """Every message until the call ends with an error: (the Error message, the status). `close`: end
+        the client's side first (the server may see that as a stop once nothing else is wrong)."""
+        if close:
+            self.outgoing.put(None)
         errors = []
         with pytest.raises(grpc.RpcError) as ended:
             for message in self.replies:
@@ -233,3 +235,16 @@ def test_health_needs_no_token_where_everything_else_does():
                 metadata=[("authorization", "Bearer grpc-token-123")], timeout=30)
             assert next(iter(good)).WhichOneof("kind") == "ready"
             good.cancel()
+
+
+def test_shutdown_ends_a_stream_with_going_away():
+    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
+        with grpc_server(runtime, CHARACTERS) as (running, channel):
+            stream = Stream(channel)
+            stream.start()
+            assert stream.next().WhichOneof("kind") == "ready"
+            assert stream.next().WhichOneof("kind") == "frame"
+            running.server.manager.draining.set()  # what stop() and SIGTERM do first
+            error, status = stream.refused(close=False)
+            stream.outgoing.put(None)
+    assert (error.code, status, error.message) == (1001, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")

@@ -146,13 +146,17 @@ class _Stream:
             latency_ms=round(session.latency * 1000, 1))))
         pump = threading.Thread(target=self._pump, args=(encoder, start.codec), name="lipsync-grpc-pump", daemon=True)
         pump.start()
-        tasks = [asyncio.create_task(t) for t in (self._receive(start), self._send(), self._watch())]
+        sender = asyncio.create_task(self._send())
+        tasks = [asyncio.create_task(self._receive(start)), sender, asyncio.create_task(self._watch())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()
         finally:
             self.stop.set()
+            # a write cancelled half way can leave the call unable to send the error and the status: the
+            # sender is left to end by itself at its next look at `stop`
+            await asyncio.wait([sender], timeout=2.0)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -203,7 +207,7 @@ class _Stream:
         session, metrics = self.session, self.server.metrics
         assert session is not None
         next_stats = time.monotonic() + 1.0
-        while True:
+        while not self.stop.is_set():
             while not self.control.empty():
                 await self.context.write(self.control.get_nowait())
             if time.monotonic() >= next_stats:
