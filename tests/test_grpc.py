@@ -197,6 +197,8 @@ def test_a_slow_load_stalls_no_request_for_another_model(served):
     assert client.InferBatchComposite(batch(clip(6), size=4), timeout=60).success  # alice is loaded
     client.UnloadModel(pb.UnloadModelRequest(model_id="slow"))
     loading = client.LoadModel.future(pb.LoadModelRequest(model_id="slow", preferred_gpu=-1), timeout=60)
+    waiting = [client.InferBatchComposite.future(batch(clip(20 + i), model="slow", size=2), timeout=60)
+               for i in range(2)]  # as many as batches run at once: they wait for the load, not in the batches' way
     time.sleep(0.3)
     took = []
     for i in range(3):
@@ -205,9 +207,13 @@ def test_a_slow_load_stalls_no_request_for_another_model(served):
         took.append(time.monotonic() - started)
         assert reply.success, reply.error
         assert client.Health(pb.HealthRequest()).healthy
-    assert not loading.done(), "the load ended before the other requests did: the test proves nothing"
+        assert len(client.ListModels(pb.ListModelsRequest()).models) == 3
+    assert not loading.done() and not any(w.done() for w in waiting), "the load ended first: the test proves nothing"
     load = loading.result()
     assert load.success and load.load_time_ms >= SLOW * 1000 * 0.9
+    for future in waiting:
+        reply = future.result()
+        assert reply.success and reply.model_loaded and reply.model_load_time_ms >= SLOW * 1000 * 0.8
     assert max(took) < SLOW / 2, took
 
 

@@ -58,9 +58,6 @@ class BatchResult:
     composite_ms: float  # compositing and JPEG encoding
     audio_ms: float  # resampling, mel, windows and the audio encoder
     total_ms: float
-    loaded_here: bool  # this request loaded the model
-    load_ms: float
-    device: Device
 
 
 def check_shape(request: BatchRequest) -> None:
@@ -126,22 +123,36 @@ def given_visual(character: Character, data: bytes, frames: int) -> np.ndarray:
     return values.reshape(frames, 6, inner, inner)
 
 
-def render_batch(runtime: Runtime, folder: Path, request: BatchRequest, quality: int,
-                 device_request: DeviceRequest = DeviceRequest("auto")) -> BatchResult:
-    """Every frame of the request as JPEG; raises a LipsyncError (one line) for anything it cannot do."""
-    started = time.perf_counter()
-    check_shape(request)
+@dataclass(frozen=True)
+class ReadyModel:
+    character: Character
+    device: Device
+    load_ms: float | None  # what loading it took here; None: it was loaded already
+
+
+def ready_model(runtime: Runtime, folder: Path, device_request: DeviceRequest = DeviceRequest("auto")) -> ReadyModel:
+    """The request's character, checked, with its models loaded on their device (a thread of its own: a load
+    never holds up the batches of models already loaded)."""
     character = resolve_character(runtime, str(folder))
-    n = request.batch_size
-    visual = given_visual(character, request.visual_frames, n) if request.visual_frames else None
-    audio = floats(request.raw_audio, "raw_audio") if request.raw_audio else None
     device, _ = resolve_device(runtime, character, device_request)
     files = tuple(p.resolve() for p in (character.audio_encoder, character.model))
-    loaded_before = (files, device) in runtime.registry.loaded()
+    if (files, device) in runtime.registry.loaded():
+        return ReadyModel(character, device, None)
+    started = time.perf_counter()
+    with runtime.registry.lease(files, device, character.name, LEASE_TIMEOUT, count=False):
+        pass
+    return ReadyModel(character, device, (time.perf_counter() - started) * 1000)
+
+
+def render_batch(runtime: Runtime, model: ReadyModel, request: BatchRequest, quality: int) -> BatchResult:
+    """Every frame of the request as JPEG; raises a LipsyncError (one line) for anything it cannot do."""
+    started = time.perf_counter()
+    character, n = model.character, request.batch_size
+    visual = given_visual(character, request.visual_frames, n) if request.visual_frames else None
+    audio = floats(request.raw_audio, "raw_audio") if request.raw_audio else None
     blend = RenderOptions().blend
-    with FrameRenderer(runtime, character, device, n, blend, LEASE_TIMEOUT) as renderer:
+    with FrameRenderer(runtime, character, model.device, n, blend, LEASE_TIMEOUT) as renderer:
         leased = time.perf_counter()
-        load_ms = 0.0 if loaded_before else (leased - started) * 1000
         if audio is not None:
             features = clip_features(renderer, character, audio, request.sample_rate or DEFAULT_RATE, n)
         else:
@@ -160,4 +171,4 @@ def render_batch(runtime: Runtime, folder: Path, request: BatchRequest, quality:
         jpegs = [encoder.encode(compositor.one(frame, patch))[0] for frame, patch in zip(frames, patches, strict=True)]
     ended = time.perf_counter()
     return BatchResult(jpegs, (inferred - audio_done) * 1000, (ended - inferred) * 1000,
-                       (audio_done - leased) * 1000, (ended - started) * 1000, not loaded_before, load_ms, device)
+                       (audio_done - leased) * 1000, (ended - started) * 1000)
