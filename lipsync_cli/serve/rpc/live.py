@@ -97,7 +97,8 @@ class _Stream:
     async def fail(self, code: int, message: str, reason: str) -> None:
         self.server.metrics.refused.labels(reason).inc()
         try:
-            await self.context.write(pb.ServerMessage(error=pb.Error(message=message, code=code, reason=reason)))
+            await asyncio.wait_for(self.context.write(pb.ServerMessage(error=pb.Error(
+                message=message, code=code, reason=reason))), 5.0)
         except Exception:  # noqa: BLE001 - the client is gone already
             pass
         await self.context.abort(STATUS.get(code, grpc.StatusCode.INTERNAL), message)
