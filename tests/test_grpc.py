@@ -228,6 +228,8 @@ MALFORMED = {
     "NaN audio": (dict(raw=np.full(CLIP, np.nan, "<f4").tobytes()), "raw_audio contains NaN or infinite values"),
     "no audio": (dict(raw=b""), r"raw_audio is empty \(and no audio_features were sent\)"),
     "audio too short": (dict(raw=clip(0, 3200).tobytes()), "raw_audio holds 200 ms at 16000 Hz: 5 frame"),
+    "audio too long": (dict(raw=np.zeros(16000 * 11, "<f4").tobytes()), "raw_audio holds 11.0 s; a request is "
+                       "limited to 10 s"),
     "sample rate": (dict(sample_rate=1000), "sample_rate must be 8000 to 48000 Hz"),
     "negative start": (dict(start_frame_idx=-1), "start_frame_idx must be 0 or more, not -1"),
     "audio_features size": (dict(raw=b"", audio_features=np.zeros((16, 511), "<f4").tobytes()),

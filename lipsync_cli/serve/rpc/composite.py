@@ -73,6 +73,9 @@ def check_shape(request: BatchRequest) -> None:
     rate = request.sample_rate or DEFAULT_RATE
     if not MIN_RATE <= rate <= MAX_RATE:
         raise InputError(f"sample_rate must be {MIN_RATE} to {MAX_RATE} Hz (0 for 16000), not {request.sample_rate}")
+    seconds = len(request.raw_audio) / 4 / rate
+    if seconds > MAX_AUDIO_SECONDS:
+        raise InputError(f"raw_audio holds {seconds:.1f} s; a request is limited to {MAX_AUDIO_SECONDS:g} s")
 
 
 def floats(data: bytes, what: str) -> np.ndarray:
@@ -89,8 +92,6 @@ def clip_features(renderer: FrameRenderer, character: Character, audio: np.ndarr
                   ) -> np.ndarray:
     """The UNet's audio input of the clip's first `frames` frames, as an offline render of the clip has them."""
     seconds = len(audio) / rate
-    if seconds > MAX_AUDIO_SECONDS:
-        raise InputError(f"raw_audio holds {seconds:.1f} s; a request is limited to {MAX_AUDIO_SECONDS:g} s")
     resampler = StreamResampler(rate, character.audio.resample)
     x16 = np.concatenate([resampler.push(audio), resampler.finish()])
     windows = FrameWindows(len(x16), character.fps, character.audio.pad_mode, character.audio.window_end)

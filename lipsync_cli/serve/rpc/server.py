@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from lipsync_cli.errors import InputError
@@ -87,7 +87,7 @@ class GrpcServer:
                      ("grpc.so_reuseport", 0)])
         monolithic_pb2_grpc.add_MonolithicServiceServicer_to_server(self.monolithic, self._server)
         live_pb2_grpc.add_LiveServicer_to_server(self.live, self._server)
-        self.health = HealthServicer()
+        self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         for name in SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
