@@ -3,6 +3,9 @@ interrupts, stats, the refusals with their codes; the standard health service an
 
 import json
 import queue
+import socket
+import subprocess
+import sys
 import time
 
 import grpc
@@ -248,3 +251,18 @@ def test_shutdown_ends_a_stream_with_going_away():
             error, status = stream.refused(close=False)
             stream.outgoing.put(None)
     assert (error.code, status, error.message) == (1001, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+
+def test_serve_refuses_a_grpc_port_in_use_in_one_line():
+    with socket.socket() as taken, socket.socket() as free:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        free.bind(("127.0.0.1", 0))
+        port, http = taken.getsockname()[1], free.getsockname()[1]
+        free.close()
+        done = subprocess.run([sys.executable, "-m", "lipsync_cli", "serve", "--port", str(http), "--grpc-port",
+                               str(port), "--devices", "cpu"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    last = done.stderr.splitlines()[-1]
+    assert last == f"lipsync: error: the gRPC port 127.0.0.1:{port} cannot be listened on (in use?)"
+    assert "lipsync serve: http://" not in done.stderr  # nothing was announced

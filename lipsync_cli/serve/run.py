@@ -9,8 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -74,18 +73,24 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_config=_logging(config.log_format),
                                timeout_graceful_shutdown=2, ws_max_size=1 << 20, lifespan="on")
     uv = _Uvicorn(uv_config, server)
+    grpc = open_grpc(server, config.grpc_port) if config.grpc_port else None
     names = ", ".join(sorted(server.manager.characters)) or "no characters"
     auth = "token" if config.token else ("none (--no-auth)" if config.no_auth else "none (this machine only)")
     per_device = f", {config.per_device} per device" if config.per_device < config.max_sessions else ""
     announce(f"lipsync serve: http://{config.host}:{config.port}/ (WebSocket /v1/live) serving {names}; up to "
              f"{config.max_sessions} sessions{per_device}; auth: {auth}")
+    if grpc is not None:
+        announce(grpc_line(server, grpc))
     if threading.current_thread() is threading.main_thread():
         # uvicorn takes SIGINT and SIGTERM while it runs and raises them again once it has shut down: by then
         # the shutdown they asked for is done, and the command ends with 0
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda number, frame: None)
-    with grpc_serving(server, announce):
+    try:
         uv.run(sockets=[sock] if sock is not None else None)
+    finally:
+        if grpc is not None:
+            grpc.stop()
 
 
 def open_grpc(server: Server, port: int) -> GrpcServer:
@@ -97,19 +102,9 @@ def open_grpc(server: Server, port: int) -> GrpcServer:
     return GrpcServer(server, c.host, port, GrpcOptions(jpeg_quality=c.grpc_jpeg_quality, queue=c.grpc_queue))
 
 
-@contextmanager
-def grpc_serving(server: Server, announce: Callable[[str], None]) -> Iterator[None]:
-    """The config's gRPC port served for as long as the block runs (port 0: not at all)."""
-    if not server.config.grpc_port:
-        yield
-        return
-    grpc = open_grpc(server, server.config.grpc_port)
-    announce(f"lipsync serve: gRPC on {address(server.config.host, grpc.port)} (monolithic.MonolithicService, "
-             "lipsync.v1.Live, grpc.health.v1.Health, reflection)")
-    try:
-        yield
-    finally:
-        grpc.stop()
+def grpc_line(server: Server, grpc: GrpcServer) -> str:
+    return (f"lipsync serve: gRPC on {address(server.config.host, grpc.port)} (monolithic.MonolithicService, "
+            "lipsync.v1.Live, grpc.health.v1.Health, reflection)")
 
 
 class RunningServer:
