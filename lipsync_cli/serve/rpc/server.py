@@ -76,6 +76,7 @@ class GrpcServer:
         try:
             self.port = asyncio.run_coroutine_threadsafe(self._start(server, host, port), self._loop).result(30)
         except BaseException:
+            self.monolithic.close()
             self._end_loop()
             raise
 
