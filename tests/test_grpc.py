@@ -275,7 +275,7 @@ def test_audio_features_instead_of_audio_and_the_jpeg_quality(served, folders):
     x = clip(12)
     features = np.zeros((4, 512), "<f4").tobytes()
     with Runtime(RuntimeConfig(devices="cpu")) as runtime:
-        with grpc_server(runtime, root, grpc_jpeg_quality=40) as (_, channel):
+        with grpc_server(runtime, root, jpeg_quality=40) as (_, channel):
             rough = stub(channel).InferBatchComposite(batch(x, size=4), timeout=60)
             given = stub(channel).InferBatchComposite(pb.CompositeBatchRequest(
                 model_id="alice", audio_features=features, batch_size=4), timeout=60)

@@ -34,7 +34,6 @@ class ServeConfig:
     capacity: str | None = None  # a `lipsync loadtest --find-capacity --json` result: sessions per device
     jpeg_quality: int = 75  # the seed's
     grpc_port: int = 50051  # the seed's gRPC interface and the live stream over gRPC, on the same host; 0: off
-    grpc_jpeg_quality: int = 75  # of InferBatchComposite's frames (the seed's)
     grpc_queue: int = 16  # InferBatchComposite calls in flight or waiting before "server busy"
 
     def checked(self) -> ServeConfig:
@@ -46,8 +45,6 @@ class ServeConfig:
             raise InputError("max sessions per device must be at least 1", option="max_sessions_per_device")
         if not 0 <= self.grpc_port <= 65535:
             raise InputError(f"gRPC port must be 0 (off) to 65535, not {self.grpc_port}", option="grpc_port")
-        if not 1 <= self.grpc_jpeg_quality <= 100:
-            raise InputError(f"JPEG quality must be 1 to 100, not {self.grpc_jpeg_quality}", option="grpc_jpeg_quality")
         if self.grpc_queue < 1:
             raise InputError(f"the gRPC queue must hold at least 1 call, not {self.grpc_queue}", option="grpc_queue")
         if self.session_max_seconds <= 0:

@@ -99,7 +99,7 @@ def open_grpc(server: Server, port: int) -> GrpcServer:
     from lipsync_cli.serve.rpc.server import GrpcServer
 
     c = server.config
-    return GrpcServer(server, c.host, port, GrpcOptions(jpeg_quality=c.grpc_jpeg_quality, queue=c.grpc_queue))
+    return GrpcServer(server, c.host, port, GrpcOptions(jpeg_quality=server.jpeg_quality, queue=c.grpc_queue))
 
 
 def grpc_line(server: Server, grpc: GrpcServer) -> str:

@@ -140,7 +140,8 @@ class _Stream:
         assert session is not None
         video = session.character.video
         width, height = video.width + video.width % 2, video.height + video.height % 2
-        encoder = H264Encoder(width, height, session.fps) if start.codec == "h264" else JpegEncoder()
+        encoder = H264Encoder(width, height, session.fps) if start.codec == "h264" else \
+            JpegEncoder(self.server.jpeg_quality)
         await self.context.write(pb.ServerMessage(ready=pb.Ready(
             session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
             audio_rate=16000, lookahead_ms=round(session.lookahead * 1000, 1),
