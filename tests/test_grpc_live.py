@@ -144,15 +144,16 @@ def test_interrupt_and_stats_over_the_stream(live_server):
     pcm = pcm16(speech_like(3.0, seed=32))
     stream.send(audio=pb.Audio(pcm=pcm[:32000]))
     stream.send(audio=pb.Audio(pcm=pcm[32000:64000]))
-    seen, interrupted, stats = [], None, []
+    seen, interrupted, stats, asked = [], None, [], False
     ends = time.monotonic() + 30
     while time.monotonic() < ends and (interrupted is None or not stats or seen[-1].generation == 0):
         message = stream.next()
         kind = message.WhichOneof("kind")
         if kind == "frame":
             seen.append(message.frame)
-            if sum(f.speech for f in seen) == 5 and interrupted is None:
+            if sum(f.speech for f in seen) >= 5 and not asked:
                 stream.send(interrupt=pb.Interrupt())
+                asked = True
         elif kind == "interrupted":
             interrupted = message.interrupted
         elif kind == "stats":
