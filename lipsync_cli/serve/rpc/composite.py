@@ -135,8 +135,13 @@ def ready_model(runtime: Runtime, folder: Path, device_request: DeviceRequest = 
     """The request's character, checked, with its models loaded on their device (a thread of its own: a load
     never holds up the batches of models already loaded)."""
     character = resolve_character(runtime, str(folder))
-    device, _ = resolve_device(runtime, character, device_request)
     files = tuple(p.resolve() for p in (character.audio_encoder, character.model))
+    if device_request.kind == "auto":  # a loaded model stays where it is, without the check of a new placement
+        candidates = runtime.devices()[0]
+        loaded = [d for f, d in runtime.registry.loaded() if f == files and d in candidates]
+        if loaded:
+            return ReadyModel(character, loaded[0], None)
+    device, _ = resolve_device(runtime, character, device_request)
     if (files, device) in runtime.registry.loaded():
         return ReadyModel(character, device, None)
     started = time.perf_counter()
