@@ -46,8 +46,8 @@ class Loaded:
 class HealthFacts:
     loaded_models: int
     max_models: int  # per device; 0: no limit
-    gpu_ids: list[int]
-    gpu_memory_used_gb: list[float]
+    gpu_ids: tuple[int, ...]
+    gpu_memory_used_gb: tuple[float, ...]
 
 
 def gpu_id(device: Device) -> int:
@@ -123,5 +123,5 @@ def health_facts(runtime: Runtime) -> HealthFacts:
         reading = runtime.registry.memory_used(device)
         used.append(round(reading / 2**30, 3) if reading is not None else 0.0)
     return HealthFacts(len(runtime.registry.loaded()), runtime.registry.budget.max_models or 0,
-                       [d.index for d in devices], used)
+                       tuple(d.index for d in devices), tuple(used))
 
