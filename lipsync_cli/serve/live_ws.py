@@ -83,6 +83,7 @@ class Connection:
         self.session: LiveSession | None = None
         self.sent = 0
         self.last_latency: dict | None = None
+        self.closed = False  # the close frame went out (or the client is gone)
 
     async def run(self) -> None:
         offered = self.ws.scope.get("subprotocols", [])
@@ -135,6 +136,8 @@ class Connection:
             server.metrics.active.inc()
             try:
                 await self._stream(start)
+            except ProtocolError as exc:  # the client hears why at once; the clean-up below may take a moment
+                await self._close(exc.code, str(exc), exc.reason)
             finally:
                 server.metrics.active.dec()
         finally:
@@ -289,6 +292,9 @@ class Connection:
             await asyncio.sleep(0.1)
 
     async def _close(self, code: int, message: str, reason: str | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
         if reason is not None:
             self.server.metrics.refused.labels(reason).inc()
         try:
