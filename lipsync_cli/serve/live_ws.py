@@ -13,33 +13,35 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from lipsync_cli.errors import InputError, LipsyncError
-from lipsync_cli.live import LiveFrame, LiveOptions, LiveSession
-from lipsync_cli.live.session import Overrun
-from lipsync_cli.models.devices import Device, DeviceRequest
-from lipsync_cli.render.planning import resolve_device
-from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
+from lipsync_cli.live import LiveSession
 from lipsync_cli.serve.protocol import (
-    GOING_AWAY,
     JPEG,
     KEYFRAME,
     NORMAL,
     POLICY,
     SERVER_ERROR,
     SPEECH,
-    TOO_BIG,
     ProtocolError,
     Start,
     frame_message,
     parse_start,
     parse_text,
+)
+from lipsync_cli.serve.transport import (
+    FRAME_QUEUE,
+    Encoded,
+    live_session,
+    pump,
+    push_audio,
+    record,
+    video_encoder,
+    watch_limits,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ if TYPE_CHECKING:
 
 SUBPROTOCOL = "lipsync.v1"
 START_TIMEOUT = 10.0
-FRAME_QUEUE = 50  # frames encoded ahead of the socket (2 s at 25 fps)
 
 
 def token_of(ws: WebSocket) -> str | None:
@@ -69,16 +70,12 @@ def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...
     return host is not None and urlsplit(origin).netloc == host
 
 
-def device_request(device: Device) -> DeviceRequest:
-    return DeviceRequest("cuda", device.index) if device.is_cuda else DeviceRequest("cpu")
-
-
 class Connection:
     def __init__(self, ws: WebSocket, server: Server) -> None:
         self.ws, self.server = ws, server
         self.loop = asyncio.get_running_loop()
         self.control: asyncio.Queue[str] = asyncio.Queue()
-        self.frames: asyncio.Queue[tuple[int, bytes, LiveFrame, float] | BaseException] = asyncio.Queue(FRAME_QUEUE)
+        self.frames: asyncio.Queue[tuple[Encoded, bytes] | BaseException] = asyncio.Queue(FRAME_QUEUE)
         self.stop = threading.Event()
         self.session: LiveSession | None = None
         self.sent = 0
@@ -124,42 +121,35 @@ class Connection:
         return parse_start(parse_text(message["text"]))
 
     async def _serve(self, start: Start) -> None:
-        server = self.server
-        folder = server.manager.folder(start.character)
-        character = await asyncio.to_thread(server.runtime.character, folder)
-        device, _ = await asyncio.to_thread(resolve_device, server.runtime, character, server.device_request)
-        admission = server.manager.admit(device)
         try:
-            options = LiveOptions(rate=start.rate, latency_ms=start.latency_ms, device=device_request(device))
-            self.session = await asyncio.to_thread(LiveSession, server.runtime, character, options)
-            server.metrics.admitted.inc()
-            server.metrics.active.inc()
-            try:
-                await self._stream(start)
-            except ProtocolError as exc:  # the client hears why at once; the clean-up below may take a moment
-                await self._close(exc.code, str(exc), exc.reason)
-            finally:
-                server.metrics.active.dec()
+            async with live_session(self.server, start) as self.session:
+                try:
+                    await self._stream(start)
+                except ProtocolError as exc:  # the client hears why at once; the clean-up may take a moment
+                    await self._close(exc.code, str(exc), exc.reason)
         finally:
             self.stop.set()
-            if self.session is not None:
-                await asyncio.to_thread(self.session.close)
-            server.manager.release(admission)
 
     async def _stream(self, start: Start) -> None:
         session = self.session
         assert session is not None
-        video = session.character.video
-        width, height = video.width + video.width % 2, video.height + video.height % 2
-        encoder = H264Encoder(width, height, session.fps) if start.codec == "h264" else \
-            JpegEncoder(self.server.jpeg_quality)
+        encoder, width, height = video_encoder(self.server, session, start.codec)
         await self.ws.send_text(json.dumps({
             "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
             "codec": encoder.codec_string, "audio_rate": 16000, "lookahead_ms": round(session.lookahead * 1000, 1),
             "latency_ms": round(session.latency * 1000, 1)}))
-        pump = threading.Thread(target=self._pump, args=(encoder, start.codec), name="lipsync-ws-pump", daemon=True)
-        pump.start()
-        tasks = [asyncio.create_task(t) for t in (self._receive(start), self._send(), self._watch())]
+        jpeg = JPEG if start.codec == "jpeg" else 0
+
+        def wrap(item: Encoded) -> tuple[Encoded, bytes]:
+            f = item.frame
+            flags = (KEYFRAME if item.keyframe else 0) | (SPEECH if f.speech else 0) | jpeg
+            return item, frame_message(flags, f.generation, f.index, round(f.pts * 1e6), item.video, item.pcm)
+
+        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.loop, self.frames, wrap),
+                                  name="lipsync-ws-pump", daemon=True)
+        thread.start()
+        tasks = [asyncio.create_task(t) for t in (self._receive(start), self._send(start.codec),
+                                                  watch_limits(self.server))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -169,40 +159,10 @@ class Connection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.to_thread(pump.join, 2)
+            await asyncio.to_thread(thread.join, 2)
 
-    def _pump(self, encoder: H264Encoder | JpegEncoder, codec: str) -> None:
+    async def _send(self, codec: str) -> None:
         session = self.session
-        assert session is not None
-        generation = 0
-        put: Callable = lambda item: asyncio.run_coroutine_threadsafe(self.frames.put(item), self.loop)  # noqa: E731
-        try:
-            while not self.stop.is_set():
-                frame = session.next_frame(timeout=0.2)
-                if frame is None:
-                    continue
-                if frame.generation != generation:
-                    generation = frame.generation
-                    encoder.keyframe_next()
-                started = time.perf_counter()
-                data, key = encoder.encode(frame.image)
-                encoded = time.perf_counter() - started
-                pcm = (np.clip(frame.audio, -1, 1) * 32767).round().astype("<i2").tobytes()
-                flags = (KEYFRAME if key else 0) | (SPEECH if frame.speech else 0) | (JPEG if codec == "jpeg" else 0)
-                message = frame_message(flags, frame.generation, frame.index, round(frame.pts * 1e6), data, pcm)
-                future = put((frame.generation, message, frame, encoded))
-                while not self.stop.is_set():
-                    try:
-                        future.result(timeout=0.2)
-                        break
-                    except TimeoutError:
-                        continue
-        except BaseException as exc:  # the session broke (a model returning NaN): this connection ends
-            if not self.stop.is_set():
-                put(exc)
-
-    async def _send(self) -> None:
-        metrics, session = self.server.metrics, self.session
         assert session is not None
         next_stats = time.monotonic() + 1.0
         while True:
@@ -217,24 +177,13 @@ class Connection:
                 continue
             if isinstance(item, BaseException):
                 raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
-            generation, message, frame, encoded = item
-            if generation != session.generation:
+            encoded, message = item
+            if encoded.frame.generation != session.generation:
                 continue  # of an utterance interrupted meanwhile
             await self.ws.send_bytes(message)
             self.sent += 1
-            metrics.frames.labels("speech" if frame.speech else "idle").inc()
-            metrics.encode.labels("jpeg" if message[1] & JPEG else "h264").observe(encoded)
-            metrics.lateness.observe(max(0.0, session.clock() - frame.due))
-            if frame.underrun:
-                metrics.underruns.inc()
-            if frame.latency is not None:
-                metrics.latency.observe(frame.latency.total + encoded)
-                p = frame.latency
-                self.last_latency = {"total": round((p.total + encoded) * 1000, 1),
-                                     "lookahead": round(p.lookahead * 1000, 1),
-                                     "queueing": round(p.queueing * 1000, 1),
-                                     "inference": round(p.inference * 1000, 1),
-                                     "composite": round(p.composite * 1000, 1), "encode": round(encoded * 1000, 1)}
+            record(self.server, encoded, codec, session.clock() - encoded.frame.due)
+            self.last_latency = encoded.latency_ms() or self.last_latency
 
     def _stats(self) -> str:
         assert self.session is not None
@@ -247,26 +196,13 @@ class Connection:
     async def _receive(self, start: Start) -> None:
         session = self.session
         assert session is not None
-        dtype = "<i2" if start.audio_format == "s16le" else "<f4"
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             data = message.get("bytes")
             if data is not None:
-                if len(data) > start.max_binary:
-                    raise ProtocolError(f"an audio message is limited to 1 s ({start.max_binary} bytes), this one "
-                                        f"has {len(data)}", TOO_BIG, "too_big")
-                if len(data) % start.sample_bytes:
-                    raise ProtocolError(f"an audio message must hold whole {start.audio_format} samples",
-                                        POLICY, "bad_audio")
-                samples = np.frombuffer(data, dtype)
-                try:
-                    session.push(samples)
-                except Overrun as exc:
-                    raise ProtocolError(str(exc), POLICY, "overrun") from None
-                except InputError as exc:
-                    raise ProtocolError(str(exc), POLICY, "bad_audio") from None
+                push_audio(session, start, data)
                 continue
             kind = parse_text(message.get("text") or "").get("type")
             if kind == "flush":
@@ -280,16 +216,6 @@ class Connection:
                 return
             else:
                 raise ProtocolError(f"unknown message type {kind!r} (flush, interrupt, stop)", POLICY, "bad_message")
-
-    async def _watch(self) -> None:
-        limit = self.server.config.session_max_seconds
-        ends = time.monotonic() + limit
-        while True:
-            if self.server.manager.draining.is_set():
-                raise ProtocolError("the server is shutting down", GOING_AWAY, "shutting_down")
-            if time.monotonic() >= ends:
-                raise ProtocolError(f"the session reached its length limit of {limit:g} s", POLICY, "too_long")
-            await asyncio.sleep(0.1)
 
     async def _close(self, code: int, message: str, reason: str | None) -> None:
         if self.closed:

@@ -15,14 +15,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
 
 from lipsync_cli.errors import InputError, LipsyncError
-from lipsync_cli.live import LiveOptions, LiveSession
-from lipsync_cli.live.session import Overrun
-from lipsync_cli.render.planning import resolve_device
-from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
-from lipsync_cli.serve.live_ws import FRAME_QUEUE, START_TIMEOUT, device_request
+from lipsync_cli.live import LiveSession
+from lipsync_cli.serve.live_ws import START_TIMEOUT
 from lipsync_cli.serve.protocol import (
     GOING_AWAY,
     POLICY,
@@ -35,6 +31,16 @@ from lipsync_cli.serve.protocol import (
 )
 from lipsync_cli.serve.rpc import live_pb2 as pb
 from lipsync_cli.serve.rpc import live_pb2_grpc
+from lipsync_cli.serve.transport import (
+    FRAME_QUEUE,
+    Encoded,
+    live_session,
+    pump,
+    push_audio,
+    record,
+    video_encoder,
+    watch_limits,
+)
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.app import Server
@@ -88,7 +94,7 @@ class _Stream:
         self.requests = requests.__aiter__()
         self.loop = asyncio.get_running_loop()
         self.control: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        self.frames: asyncio.Queue[tuple[int, pb.ServerMessage, float] | BaseException] = asyncio.Queue(FRAME_QUEUE)
+        self.frames: asyncio.Queue[tuple[Encoded, pb.ServerMessage] | BaseException] = asyncio.Queue(FRAME_QUEUE)
         self.stop = threading.Event()
         self.session: LiveSession | None = None
         self.sent = 0
@@ -115,41 +121,33 @@ class _Stream:
         except TimeoutError:
             raise ProtocolError(f"no start message within {START_TIMEOUT:g} s", POLICY, "not_started") from None
         start = start_of(first)
-        server = self.server
-        folder = server.manager.folder(start.character)
-        character = await asyncio.to_thread(server.runtime.character, folder)
-        device, _ = await asyncio.to_thread(resolve_device, server.runtime, character, server.device_request)
-        admission = server.manager.admit(device)
         try:
-            options = LiveOptions(rate=start.rate, latency_ms=start.latency_ms, device=device_request(device))
-            self.session = await asyncio.to_thread(LiveSession, server.runtime, character, options)
-            server.metrics.admitted.inc()
-            server.metrics.active.inc()
-            try:
+            async with live_session(self.server, start) as self.session:
                 await self._stream(start)
-            finally:
-                server.metrics.active.dec()
         finally:
             self.stop.set()
-            if self.session is not None:
-                await asyncio.to_thread(self.session.close)
-            server.manager.release(admission)
 
     async def _stream(self, start: Start) -> None:
         session = self.session
         assert session is not None
-        video = session.character.video
-        width, height = video.width + video.width % 2, video.height + video.height % 2
-        encoder = H264Encoder(width, height, session.fps) if start.codec == "h264" else \
-            JpegEncoder(self.server.jpeg_quality)
+        encoder, width, height = video_encoder(self.server, session, start.codec)
         await self.context.write(pb.ServerMessage(ready=pb.Ready(
             session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
             audio_rate=16000, lookahead_ms=round(session.lookahead * 1000, 1),
             latency_ms=round(session.latency * 1000, 1))))
-        pump = threading.Thread(target=self._pump, args=(encoder, start.codec), name="lipsync-grpc-pump", daemon=True)
-        pump.start()
-        sender = asyncio.create_task(self._send())
-        tasks = [asyncio.create_task(self._receive(start)), sender, asyncio.create_task(self._watch())]
+        jpeg = start.codec == "jpeg"
+
+        def wrap(item: Encoded) -> tuple[Encoded, pb.ServerMessage]:
+            f = item.frame
+            return item, pb.ServerMessage(frame=pb.Frame(
+                index=f.index, generation=f.generation, pts_us=round(f.pts * 1e6), keyframe=item.keyframe,
+                speech=f.speech, jpeg=jpeg, video=item.video, audio=item.pcm))
+
+        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.loop, self.frames, wrap),
+                                  name="lipsync-grpc-pump", daemon=True)
+        thread.start()
+        sender = asyncio.create_task(self._send(start.codec))
+        tasks = [asyncio.create_task(self._receive(start)), sender, asyncio.create_task(watch_limits(self.server))]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -162,51 +160,10 @@ class _Stream:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.to_thread(pump.join, 2)
+            await asyncio.to_thread(thread.join, 2)
 
-    def _pump(self, encoder: H264Encoder | JpegEncoder, codec: str) -> None:
-        """Frames from the session, encoded, onto the send queue (a thread: encoding blocks)."""
+    async def _send(self, codec: str) -> None:
         session = self.session
-        assert session is not None
-        generation = 0
-
-        def put(item: object) -> None:
-            future = asyncio.run_coroutine_threadsafe(self.frames.put(item), self.loop)  # type: ignore[arg-type]
-            while not self.stop.is_set():
-                try:
-                    future.result(timeout=0.2)
-                    return
-                except TimeoutError:
-                    continue
-
-        try:
-            while not self.stop.is_set():
-                frame = session.next_frame(timeout=0.2)
-                if frame is None:
-                    continue
-                if frame.generation != generation:
-                    generation = frame.generation
-                    encoder.keyframe_next()
-                started = time.perf_counter()
-                data, key = encoder.encode(frame.image)
-                encoded = time.perf_counter() - started
-                pcm = (np.clip(frame.audio, -1, 1) * 32767).round().astype("<i2").tobytes()
-                message = pb.ServerMessage(frame=pb.Frame(
-                    index=frame.index, generation=frame.generation, pts_us=round(frame.pts * 1e6), keyframe=key,
-                    speech=frame.speech, jpeg=codec == "jpeg", video=data, audio=pcm))
-                if frame.latency is not None:
-                    p = frame.latency
-                    self.last_latency = pb.Latency(
-                        total=round((p.total + encoded) * 1000, 1), lookahead=round(p.lookahead * 1000, 1),
-                        queueing=round(p.queueing * 1000, 1), inference=round(p.inference * 1000, 1),
-                        composite=round(p.composite * 1000, 1), encode=round(encoded * 1000, 1))
-                put((frame.generation, message, encoded))
-        except BaseException as exc:  # the session broke (a model returning NaN): this stream ends
-            if not self.stop.is_set():
-                put(exc)
-
-    async def _send(self) -> None:
-        session, metrics = self.session, self.server.metrics
         assert session is not None
         next_stats = time.monotonic() + 1.0
         while not self.stop.is_set():
@@ -221,13 +178,15 @@ class _Stream:
                 continue
             if isinstance(item, BaseException):
                 raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
-            generation, message, encoded = item
-            if generation != session.generation:
+            encoded, message = item
+            if encoded.frame.generation != session.generation:
                 continue  # of an utterance interrupted meanwhile
             await self.context.write(message)
             self.sent += 1
-            metrics.frames.labels("speech" if message.frame.speech else "idle").inc()
-            metrics.encode.labels("jpeg" if message.frame.jpeg else "h264").observe(encoded)
+            record(self.server, encoded, codec, session.clock() - encoded.frame.due)
+            latency = encoded.latency_ms()
+            if latency is not None:
+                self.last_latency = pb.Latency(**latency)
 
     def _stats(self) -> pb.ServerMessage:
         assert self.session is not None
@@ -240,24 +199,11 @@ class _Stream:
     async def _receive(self, start: Start) -> None:
         session = self.session
         assert session is not None
-        dtype = "<i2" if start.audio_format == "s16le" else "<f4"
         while True:
             message = await self._next()
             kind = message.WhichOneof("kind")
             if kind == "audio":
-                data = message.audio.pcm
-                if len(data) > start.max_binary:
-                    raise ProtocolError(f"an audio message is limited to 1 s ({start.max_binary} bytes), this one "
-                                        f"has {len(data)}", TOO_BIG, "too_big")
-                if len(data) % start.sample_bytes:
-                    raise ProtocolError(f"an audio message must hold whole {start.audio_format} samples",
-                                        POLICY, "bad_audio")
-                try:
-                    session.push(np.frombuffer(data, dtype))
-                except Overrun as exc:
-                    raise ProtocolError(str(exc), POLICY, "overrun") from None
-                except InputError as exc:
-                    raise ProtocolError(str(exc), POLICY, "bad_audio") from None
+                push_audio(session, start, message.audio.pcm)
             elif kind == "flush":
                 session.flush()
             elif kind == "interrupt":
@@ -269,13 +215,3 @@ class _Stream:
             else:
                 raise ProtocolError(f"unexpected message {kind!r} (audio, flush, interrupt, stop)", POLICY,
                                     "bad_message")
-
-    async def _watch(self) -> None:
-        limit = self.server.config.session_max_seconds
-        ends = time.monotonic() + limit
-        while True:
-            if self.server.manager.draining.is_set():
-                raise ProtocolError("the server is shutting down", GOING_AWAY, "shutting_down")
-            if time.monotonic() >= ends:
-                raise ProtocolError(f"the session reached its length limit of {limit:g} s", POLICY, "too_long")
-            await asyncio.sleep(0.1)
