@@ -12,7 +12,6 @@ import asyncio
 import hmac
 import json
 import threading
-import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -39,7 +38,7 @@ from lipsync_cli.serve.transport import (
     live_session,
     pump,
     push_audio,
-    record,
+    send_loop,
     video_encoder,
     watch_limits,
 )
@@ -162,28 +161,14 @@ class Connection:
             await asyncio.to_thread(thread.join, 2)
 
     async def _send(self, codec: str) -> None:
-        session = self.session
-        assert session is not None
-        next_stats = time.monotonic() + 1.0
-        while True:
-            while not self.control.empty():
-                await self.ws.send_text(self.control.get_nowait())
-            if time.monotonic() >= next_stats:
-                next_stats = time.monotonic() + 1.0
-                await self.ws.send_text(self._stats())
-            try:
-                item = await asyncio.wait_for(self.frames.get(), 0.1)
-            except TimeoutError:
-                continue
-            if isinstance(item, BaseException):
-                raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
-            encoded, message = item
-            if encoded.frame.generation != session.generation:
-                continue  # of an utterance interrupted meanwhile
-            await self.ws.send_bytes(message)
+        assert self.session is not None
+
+        def sent(item: Encoded) -> None:
             self.sent += 1
-            record(self.server, encoded, codec, session.clock() - encoded.frame.due)
-            self.last_latency = encoded.latency_ms() or self.last_latency
+            self.last_latency = item.latency_ms() or self.last_latency
+
+        await send_loop(self.server, self.session, codec, self.control, self.frames, self.ws.send_text,
+                        self.ws.send_bytes, self._stats, sent, self.stop)
 
     def _stats(self) -> str:
         assert self.session is not None

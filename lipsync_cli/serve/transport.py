@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from lipsync_cli.live.session import Overrun
 from lipsync_cli.models.devices import Device, DeviceRequest
 from lipsync_cli.render.planning import resolve_device
 from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
-from lipsync_cli.serve.protocol import GOING_AWAY, POLICY, TOO_BIG, ProtocolError, Start
+from lipsync_cli.serve.protocol import GOING_AWAY, POLICY, SERVER_ERROR, TOO_BIG, ProtocolError, Start
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.app import Server
@@ -138,6 +138,32 @@ async def watch_limits(server: Server) -> None:
         if time.monotonic() >= ends:
             raise ProtocolError(f"the session reached its length limit of {limit:g} s", POLICY, "too_long")
         await asyncio.sleep(0.1)
+
+
+async def send_loop(server: Server, session: LiveSession, codec: str, control: asyncio.Queue, frames: asyncio.Queue,
+                    send_control: Callable[[Any], Awaitable[None]], send_frame: Callable[[Any], Awaitable[None]],
+                    stats: Callable[[], Any], sent: Callable[[Encoded], None], stop: threading.Event) -> None:
+    """What goes out, in order of urgency: control messages first, stats about once a second, then the
+    frames, dropping those of a generation an interrupt has ended."""
+    next_stats = time.monotonic() + 1.0
+    while not stop.is_set():
+        while not control.empty():
+            await send_control(control.get_nowait())
+        if time.monotonic() >= next_stats:
+            next_stats = time.monotonic() + 1.0
+            await send_control(stats())
+        try:
+            item = await asyncio.wait_for(frames.get(), 0.1)
+        except TimeoutError:
+            continue
+        if isinstance(item, BaseException):
+            raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
+        encoded, message = item
+        if encoded.frame.generation != session.generation:
+            continue  # of an utterance interrupted meanwhile
+        await send_frame(message)
+        record(server, encoded, codec, session.clock() - encoded.frame.due)
+        sent(encoded)
 
 
 def record(server: Server, item: Encoded, codec: str, late: float) -> None:

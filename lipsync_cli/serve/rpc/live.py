@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -37,7 +36,7 @@ from lipsync_cli.serve.transport import (
     live_session,
     pump,
     push_audio,
-    record,
+    send_loop,
     video_encoder,
     watch_limits,
 )
@@ -163,30 +162,16 @@ class _Stream:
             await asyncio.to_thread(thread.join, 2)
 
     async def _send(self, codec: str) -> None:
-        session = self.session
-        assert session is not None
-        next_stats = time.monotonic() + 1.0
-        while not self.stop.is_set():
-            while not self.control.empty():
-                await self.context.write(self.control.get_nowait())
-            if time.monotonic() >= next_stats:
-                next_stats = time.monotonic() + 1.0
-                await self.context.write(self._stats())
-            try:
-                item = await asyncio.wait_for(self.frames.get(), 0.1)
-            except TimeoutError:
-                continue
-            if isinstance(item, BaseException):
-                raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
-            encoded, message = item
-            if encoded.frame.generation != session.generation:
-                continue  # of an utterance interrupted meanwhile
-            await self.context.write(message)
+        assert self.session is not None
+
+        def sent(item: Encoded) -> None:
             self.sent += 1
-            record(self.server, encoded, codec, session.clock() - encoded.frame.due)
-            latency = encoded.latency_ms()
+            latency = item.latency_ms()
             if latency is not None:
                 self.last_latency = pb.Latency(**latency)
+
+        await send_loop(self.server, self.session, codec, self.control, self.frames, self.context.write,
+                        self.context.write, self._stats, sent, self.stop)
 
     def _stats(self) -> pb.ServerMessage:
         assert self.session is not None
