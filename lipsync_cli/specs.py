@@ -67,3 +67,20 @@ class TemplateSpec:
     def index(self, i: int) -> int:
         """The template frame of output frame i."""
         return ping_pong(i + self.first_frame, self.frames)
+
+
+@dataclass(frozen=True)
+class TemplateFrame:
+    """One template frame prepared for rendering (frames/template.py makes it)."""
+
+    index: int
+    i420: np.ndarray  # [H * 3 // 2, W], H and W even
+    box: np.ndarray  # x1, y1, x2, y2
+    region: tuple[int, int, int, int]  # the box grown to even coordinates: x0, y0, x1, y1
+    region_bgr: np.ndarray
+    crop: np.ndarray  # uint8 [inner, inner, 3] BGR: what the UNet is given
+    ring: np.ndarray  # float64 [6]: the crop's ring statistics (compositing/color_match.py)
+
+    @property
+    def width(self) -> int:
+        return self.i420.shape[1]

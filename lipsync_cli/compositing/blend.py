@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 
 from lipsync_cli.encoding.yuv import bgr_to_i420, planes
-from lipsync_cli.frames.template import TemplateFrame
-from lipsync_cli.specs import CropSpec
+from lipsync_cli.specs import CropSpec, TemplateFrame
 
 Blend = Literal["match", "feather", "hard"]  # match: feather after correcting the patch's colours
 FEATHER_FRACTION = 0.12  # of the patch side

@@ -7,30 +7,15 @@ are kept, and for how long, is the template store's business (`frames/store.py`)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
 from lipsync_cli.compositing.color_match import crop_ring
 from lipsync_cli.encoding.yuv import even, planes
 from lipsync_cli.frames.crops import inner_crop
-from lipsync_cli.specs import CropSpec
+from lipsync_cli.specs import CropSpec, TemplateFrame
 
-
-@dataclass(frozen=True)
-class TemplateFrame:
-    index: int
-    i420: np.ndarray  # [H * 3 // 2, W], H and W even
-    box: np.ndarray  # x1, y1, x2, y2
-    region: tuple[int, int, int, int]  # the box grown to even coordinates: x0, y0, x1, y1
-    region_bgr: np.ndarray
-    crop: np.ndarray  # uint8 [inner, inner, 3] BGR: what the UNet is given
-    ring: np.ndarray  # float64 [6]: the crop's ring statistics (compositing/color_match.py)
-
-    @property
-    def width(self) -> int:
-        return self.i420.shape[1]
+__all__ = ["TemplateFrame", "prepare", "prepare_parts", "region_of", "region_to_bgr"]
 
 
 def region_of(box: np.ndarray) -> tuple[int, int, int, int]:

@@ -1,12 +1,9 @@
-"""The FastAPI app of `lipsync serve`: the page, the live WebSocket, the characters, health and metrics.
-Everything a connection needs hangs off one `Server` object; nothing per connection is kept on it beyond
-the session manager's count."""
+"""The FastAPI app of `lipsync serve`: the page, the live WebSocket, the characters, health and metrics, all
+over one `Server` (serve/server.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-from collections import Counter
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -14,38 +11,12 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lipsync_cli.models.devices import DeviceRequest
 from lipsync_cli.resources import bundled_dir
-from lipsync_cli.runtime import Runtime
-from lipsync_cli.serve.config import ServeConfig
 from lipsync_cli.serve.live_ws import Connection
-from lipsync_cli.serve.manager import SessionManager
-from lipsync_cli.serve.metrics import Metrics
+from lipsync_cli.serve.server import Server
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE_FILES = {"app.js": "text/javascript", "worklet.js": "text/javascript", "style.css": "text/css"}
-
-
-class Server:
-    def __init__(self, config: ServeConfig, runtime: Runtime) -> None:
-        self.config, self.runtime = config, runtime
-        self.manager = SessionManager(config, len(runtime.devices()[0]))
-        self.metrics = Metrics(runtime, self.unet_batches)
-        self.device_request = DeviceRequest("auto")  # placed on the runtime's devices (--devices)
-        self.jpeg_quality = config.jpeg_quality
-
-    def unet_batches(self) -> dict[int, int]:
-        total: Counter[int] = Counter()
-        for scheduler in self.runtime.shared_objects():
-            total.update(getattr(scheduler, "batches", {}))
-        return dict(total)
-
-    def authorized(self, request: Request) -> bool:
-        if self.config.token is None:
-            return True
-        header = request.headers.get("authorization", "")
-        given = header[7:].strip() if header.lower().startswith("bearer ") else request.query_params.get("token")
-        return given is not None and hmac.compare_digest(given.encode(), self.config.token.encode())
 
 
 def create_app(server: Server) -> FastAPI:

@@ -3,7 +3,6 @@ that listens beyond this machine must be told how to trust its clients)."""
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import tomllib
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lipsync_cli.errors import InputError
+from lipsync_cli.trust import Trust, is_loopback
 
 LogFormat = Literal["text", "json"]
 
@@ -64,6 +64,10 @@ class ServeConfig:
         return self
 
     @property
+    def trust(self) -> Trust:
+        return Trust(self.token, self.allow_origin)
+
+    @property
     def per_device(self) -> int:
         return self.max_sessions_per_device or self.max_sessions
 
@@ -81,15 +85,6 @@ class ServeConfig:
             raise InputError(f"{path}: the measured capacity is {measured!r} sessions: nothing can be admitted",
                              option="capacity")
         return replace(self, max_sessions_per_device=measured)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_toml(path: Path) -> dict[str, Any]:

@@ -9,11 +9,9 @@ connection, the session is closed and its place given back.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import threading
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -42,31 +40,13 @@ from lipsync_cli.serve.transport import (
     video_encoder,
     watch_limits,
 )
+from lipsync_cli.trust import TOKEN_HINT
 
 if TYPE_CHECKING:
-    from lipsync_cli.serve.app import Server
+    from lipsync_cli.serve.server import Server
 
 SUBPROTOCOL = "lipsync.v1"
 START_TIMEOUT = 10.0
-
-
-def token_of(ws: WebSocket) -> str | None:
-    """A token as a browser can send it (query parameter or subprotocol `token.X`) or as a bearer header."""
-    header = ws.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    for protocol in ws.scope.get("subprotocols", []):
-        if protocol.startswith("token."):
-            return protocol[6:]
-    return ws.query_params.get("token")
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: tuple[str, ...]) -> bool:
-    if origin is None:  # not a browser
-        return True
-    if "*" in allowed or origin in allowed:
-        return True
-    return host is not None and urlsplit(origin).netloc == host
 
 
 class Connection:
@@ -98,14 +78,11 @@ class Connection:
             await self._close(SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}", "internal")
 
     def _check_trust(self) -> None:
-        config = self.server.config
-        if not origin_allowed(self.ws.headers.get("origin"), self.ws.headers.get("host"), config.allow_origin):
-            raise ProtocolError(f"origin {self.ws.headers.get('origin')} is not allowed", POLICY, "bad_origin")
-        if config.token is not None:
-            given = token_of(self.ws)
-            if given is None or not hmac.compare_digest(given.encode(), config.token.encode()):
-                raise ProtocolError("a valid token is needed (Authorization: Bearer, ?token= or the subprotocol "
-                                    "token.TOKEN)", POLICY, "bad_token")
+        trust, headers = self.server.trust, self.ws.headers
+        if not trust.origin_ok(headers):
+            raise ProtocolError(f"origin {headers.get('origin')} is not allowed", POLICY, "bad_origin")
+        if not trust.token_ok(headers, self.ws.query_params, self.ws.scope.get("subprotocols", [])):
+            raise ProtocolError(TOKEN_HINT, POLICY, "bad_token")
 
     async def _start(self) -> Start:
         try:

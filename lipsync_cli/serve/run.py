@@ -15,15 +15,13 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from lipsync_cli.runtime import Runtime, RuntimeConfig
-from lipsync_cli.serve.app import Server, create_app
+from lipsync_cli.serve.app import create_app
 from lipsync_cli.serve.config import ServeConfig
+from lipsync_cli.serve.server import Server
+from lipsync_cli.trust import address
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.rpc.server import GrpcServer
-
-
-def address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class JsonFormatter(logging.Formatter):

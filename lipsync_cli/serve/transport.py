@@ -23,7 +23,7 @@ from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
 from lipsync_cli.serve.protocol import GOING_AWAY, POLICY, SERVER_ERROR, TOO_BIG, ProtocolError, Start
 
 if TYPE_CHECKING:
-    from lipsync_cli.serve.app import Server
+    from lipsync_cli.serve.server import Server
 
 FRAME_QUEUE = 50  # frames encoded ahead of the transport (2 s at 25 fps)
 

@@ -42,7 +42,7 @@ from lipsync_cli.serve.transport import (
 )
 
 if TYPE_CHECKING:
-    from lipsync_cli.serve.app import Server
+    from lipsync_cli.serve.server import Server
 
 STATUS = {POLICY: grpc.StatusCode.INVALID_ARGUMENT, TOO_BIG: grpc.StatusCode.INVALID_ARGUMENT,
           SERVER_ERROR: grpc.StatusCode.INTERNAL, TRY_AGAIN: grpc.StatusCode.RESOURCE_EXHAUSTED,

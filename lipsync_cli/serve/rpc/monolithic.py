@@ -27,7 +27,7 @@ from lipsync_cli.serve.rpc.composite import BatchRequest, check_shape, ready_mod
 from lipsync_cli.serve.rpc.models import gpu_id, health_facts, load_model, model_facts, unload_model
 
 if TYPE_CHECKING:
-    from lipsync_cli.serve.app import Server
+    from lipsync_cli.serve.server import Server
 
 log = logging.getLogger("lipsync.grpc")
 T = TypeVar("T")

@@ -22,10 +22,10 @@ from lipsync_cli.errors import InputError
 from lipsync_cli.serve.rpc import live_pb2, live_pb2_grpc, monolithic_pb2, monolithic_pb2_grpc
 from lipsync_cli.serve.rpc.live import LiveService
 from lipsync_cli.serve.rpc.monolithic import GrpcOptions, MonolithicService
-from lipsync_cli.serve.run import address
+from lipsync_cli.trust import address
 
 if TYPE_CHECKING:
-    from lipsync_cli.serve.app import Server
+    from lipsync_cli.serve.server import Server
 
 HEALTH = "/grpc.health.v1.Health/"
 MAX_RECEIVE = 128 * 2**20  # 32 frames of the client's UNet input are 79 MB

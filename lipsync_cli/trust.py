@@ -1,0 +1,62 @@
+"""Who a network face answers (design.md section 14, Trust): the token a client shows, the origin of a browser
+page, and whether an address is this machine's own. A leaf, read by every face that listens (the live server,
+the voice agent): each passes the request's headers, query and subprotocols as plain mappings."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+TOKEN_HINT = "a valid token is needed (Authorization: Bearer, ?token= or the WebSocket subprotocol token.TOKEN)"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def address(host: str, port: int) -> str:
+    """host:port, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def token_given(headers: Mapping[str, str], query: Mapping[str, str], subprotocols: Iterable[str] = ()
+                ) -> str | None:
+    """A token as a bearer header, a WebSocket subprotocol `token.X` (browsers) or a query parameter."""
+    header = headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    for protocol in subprotocols:
+        if protocol.startswith("token."):
+            return protocol[6:]
+    return query.get("token")
+
+
+@dataclass(frozen=True)
+class Trust:
+    token: str | None = None  # None: no token needed
+    allow_origin: tuple[str, ...] = ()  # browser origins besides the page's own; "*" allows any
+
+    def token_ok(self, headers: Mapping[str, str], query: Mapping[str, str], subprotocols: Iterable[str] = ()
+                 ) -> bool:
+        if self.token is None:
+            return True
+        given = token_given(headers, query, subprotocols)
+        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def origin_ok(self, headers: Mapping[str, str]) -> bool:
+        """A request with no Origin is not a browser's; a page may call its own origin and the allowed ones."""
+        origin = headers.get("origin")
+        if origin is None:
+            return True
+        if "*" in self.allow_origin or origin in self.allow_origin:
+            return True
+        host = headers.get("host")
+        return host is not None and urlsplit(origin).netloc == host
