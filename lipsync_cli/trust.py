@@ -60,3 +60,12 @@ class Trust:
             return True
         host = headers.get("host")
         return host is not None and urlsplit(origin).netloc == host
+
+    def refusal(self, headers: Mapping[str, str], query: Mapping[str, str], subprotocols: Iterable[str] = ()
+                ) -> tuple[str, str] | None:
+        """Why a connection is refused, as (reason, message), or None: every check a face makes, in one call."""
+        if not self.origin_ok(headers):
+            return "bad_origin", f"origin {headers.get('origin')} is not allowed"
+        if not self.token_ok(headers, query, subprotocols):
+            return "bad_token", TOKEN_HINT
+        return None

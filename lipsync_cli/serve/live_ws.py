@@ -40,7 +40,6 @@ from lipsync_cli.serve.transport import (
     video_encoder,
     watch_limits,
 )
-from lipsync_cli.trust import TOKEN_HINT
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.server import Server
@@ -78,11 +77,11 @@ class Connection:
             await self._close(SERVER_ERROR, f"internal error: {type(exc).__name__}: {exc}", "internal")
 
     def _check_trust(self) -> None:
-        trust, headers = self.server.trust, self.ws.headers
-        if not trust.origin_ok(headers):
-            raise ProtocolError(f"origin {headers.get('origin')} is not allowed", POLICY, "bad_origin")
-        if not trust.token_ok(headers, self.ws.query_params, self.ws.scope.get("subprotocols", [])):
-            raise ProtocolError(TOKEN_HINT, POLICY, "bad_token")
+        refused = self.server.trust.refusal(self.ws.headers, self.ws.query_params,
+                                            self.ws.scope.get("subprotocols", []))
+        if refused is not None:
+            reason, message = refused
+            raise ProtocolError(message, POLICY, reason)
 
     async def _start(self) -> Start:
         try:
