@@ -136,6 +136,25 @@ def test_the_stream_gives_the_websockets_frames_and_audio(live_server):
         assert error < 0.5, error
 
 
+def test_a_start_may_ask_for_the_audio_back_at_its_own_rate(live_server):
+    _, channel = live_server
+    stream = Stream(channel)
+    stream.send(start=pb.Start(character="alice", audio_format="s16le", rate=24000, return_rate=24000, codec="jpeg"))
+    assert stream.next().ready.audio_rate == 24000
+    x = speech_like(0.4, rate=24000, seed=33)
+    stream.send(audio=pb.Audio(pcm=pcm16(x)))
+    stream.send(flush=pb.Flush())
+    frames = []
+    while sum(f.speech for f in frames) < 10:
+        message = stream.next()
+        if message.WhichOneof("kind") == "frame":
+            frames.append(message.frame)
+    stream.end()
+    assert all(len(f.audio) == 960 * 2 for f in frames)
+    speech = b"".join(f.audio for f in frames if f.speech)
+    assert speech[: len(pcm16(x))] == pcm16(x)
+
+
 def test_interrupt_and_stats_over_the_stream(live_server):
     _, channel = live_server
     stream = Stream(channel)

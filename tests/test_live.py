@@ -275,3 +275,70 @@ def test_frames_are_made_only_a_little_ahead_of_the_reader(runtime, alice):
         time.sleep(1.5)  # plenty of time to make all 150 frames, if nothing held it back
         assert len(session._out) <= 10
         assert [f.index for f in take(session, 150)] == list(range(150))
+
+
+def test_frames_carry_their_audio_back_at_the_rate_asked_for(runtime, alice, speech):
+    """A 24 kHz voice comes back at 24 kHz: each speech frame with exactly its stretch of the samples pushed
+    (never the models' 16 kHz), the pictures those of the render; idle frames carry silence at that rate."""
+    import soundfile as sf
+
+    from lipsync_cli.audio.resample import StreamResampler
+
+    x44, _ = sf.read(speech[44100], dtype="float32")
+    x24 = StreamResampler(44100, target=24000).push(x44)  # a voice at 24 kHz
+    path = speech[44100].with_name("speech_24000.wav")
+    sf.write(path, x24, 24000, subtype="FLOAT")
+    reference = rendered(alice, path, runtime)
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(rate=24000, return_rate=24000, start="first_audio"),
+                     clock=clock) as session:
+        assert session.return_rate == 24000
+        for part in chunks(x24, 480):
+            session.push(part)
+        session.flush()
+        speech_frames = take(session, len(reference))
+        clock.advance(5.0)
+        after = take(session, 5)
+    frames = speech_frames + after
+    for ours, theirs in zip(speech_frames, reference, strict=True):
+        assert ours.speech and np.array_equal(ours.image, theirs), ours.index
+    assert all(len(f.audio) == 960 for f in frames)  # 24000 / 25
+    audio = np.concatenate([f.audio for f in speech_frames])
+    assert np.array_equal(audio[: len(x24)], x24) and not audio[len(x24) :].any()
+    assert all(not f.speech and not f.audio.any() for f in after)
+
+
+def test_audio_comes_back_resampled_when_the_rates_differ(runtime, alice, speech):
+    import soundfile as sf
+
+    from lipsync_cli.audio.resample import StreamResampler
+
+    x44, _ = sf.read(speech[44100], dtype="float32")
+    whole = StreamResampler(44100, target=48000)
+    expected = np.concatenate([whole.push(x44), whole.finish()])
+    with LiveSession(runtime, alice, options(rate=44100, return_rate=48000, start="first_audio"),
+                     clock=FakeClock()) as session:
+        for part in chunks(x44, 441 * 3):
+            session.push(part)
+        session.flush()
+        frames = take(session, expected_frames(alice, speech[44100]))
+    assert all(len(f.audio) == 1920 for f in frames)  # 48000 / 25
+    audio = np.concatenate([f.audio for f in frames])
+    assert len(audio) >= len(expected) and np.array_equal(audio[: len(expected)], expected)
+
+
+def test_an_utterance_keeps_its_rate_and_the_next_may_have_another(runtime, alice):
+    with pytest.raises(InputError, match="audio rate must be 8000 to 48000 Hz, not 4000"):
+        LiveSession(runtime, alice, options(return_rate=4000))
+    with LiveSession(runtime, alice, options(return_rate=22050), clock=FakeClock()) as session:
+        session.push(speech_like(0.3, rate=24000, seed=1), rate=24000)
+        with pytest.raises(InputError, match="audio at 16000 Hz pushed into an utterance at 24000 Hz: flush it"):
+            session.push(speech_like(0.1, seed=2))
+        with pytest.raises(InputError, match="not 96000"):
+            session.push(speech_like(0.1, seed=2), rate=96000)
+        session.flush()
+        session.push(speech_like(0.3, seed=2))  # at the session's own rate, 16 kHz
+        session.flush()
+        frames = take(session, 16)  # 8 frames each, the second right after the first
+    assert [f.index for f in frames] == list(range(16)) and all(f.speech for f in frames)
+    assert all(len(f.audio) == 882 for f in frames)  # 22050 / 25

@@ -35,6 +35,7 @@ def test_a_file_streams_to_a_ts_file_with_its_audio(tmp_path):
     done = run_live([str(audio), "-c", "alice", "--to", str(out), "-d", "cpu"])
     assert done.returncode == 0, done.stderr
     info = probe(out)
+    assert "16000 Hz" in info.audio
     speech_frames = 30  # 1.2 s at 25 fps
     assert speech_frames + 3 <= info.frames <= speech_frames + 3 + 5  # the fade after it; a few idle ones first
     assert info.audio and abs(info.audio_seconds - info.frames / 25) < 0.1
@@ -51,7 +52,27 @@ def test_raw_pcm_on_stdin_streams_and_its_end_ends_the_stream(tmp_path):
         "latin-1"), encoding="latin-1")
     assert done.returncode == 0 and done.stderr == "", done.stderr
     info = probe(out)
-    assert info.frames >= 20 + 3 and info.audio
+    assert info.frames >= 20 + 3 and "24000 Hz" in info.audio  # AAC at the rate the voice came in
+
+
+@pytest.mark.parametrize(("rate", "channels", "source"), [(44100, 2, "file"), (8000, 1, "stdin")])
+def test_the_stream_carries_the_audio_at_its_own_rate(tmp_path, rate, channels, source):
+    """AAC at the input's rate (8 kHz too: ffmpeg's AAC encoder then waits five frames for its first packet,
+    which must not stall the video pipe)."""
+    x = speech_like(0.8, seed=6, rate=rate)
+    out = tmp_path / "rate.mkv"
+    if source == "file":
+        audio = tmp_path / "speech.wav"
+        sf.write(audio, np.stack([x] * channels, axis=1), rate)
+        done = run_live([str(audio), "-c", "alice", "--to", str(out), "-d", "cpu", "-q"])
+    else:
+        pcm = (x * 32767).astype("<i2").tobytes()
+        done = run_live(["-", "-c", "alice", "--to", str(out), "-d", "cpu", "--rate", str(rate), "-q"],
+                        input=pcm.decode("latin-1"), encoding="latin-1")
+    assert done.returncode == 0, done.stderr
+    info = probe(out)
+    assert f"{rate} Hz" in info.audio and info.frames >= 20
+    assert abs(info.audio_seconds - info.frames / 25) < 0.15
 
 
 def test_sigint_ends_the_stream_cleanly_and_the_file_plays(tmp_path):

@@ -103,6 +103,29 @@ def test_frames_over_the_websocket_equal_the_offline_render(main_server, shared_
         assert error < (1.5 if codec == "h264" else 2.5), (j, error)
 
 
+def test_a_start_may_ask_for_the_audio_back_at_its_own_rate(main_server):
+    """audio.return_rate (optional, protocol v1): the frames' audio at the voice's 24 kHz, as sent."""
+    x = speech_like(0.8, rate=24000, seed=5)
+    with connect(ws_url(main_server, token=TOKEN), open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "start", "character": "alice",
+                            "audio": {"format": "s16le", "rate": 24000, "return_rate": 24000}}))
+        ready = json.loads(ws.recv(timeout=30))
+        assert ready["audio_rate"] == 24000
+        ws.send(pcm16(x))
+        ws.send(json.dumps({"type": "flush"}))
+        frames = []
+        while sum(h.speech for h, _, _ in frames) < 20:
+            data = ws.recv(timeout=30)
+            if isinstance(data, bytes):
+                frames.append(parse_frame(data))
+        ws.send(json.dumps({"type": "stop"}))
+    assert all(h.audio_bytes == 960 * 2 for h, _, _ in frames)
+    first = next(i for i, (h, _, _) in enumerate(frames) if h.speech)
+    audio = np.frombuffer(b"".join(a for _, _, a in frames[first:]), "<i2")
+    sent = np.frombuffer(pcm16(x), "<i2")
+    assert np.array_equal(audio[: len(sent)], sent)
+
+
 def connect_main(running, **kw):
     return connect(ws_url(running, **({"token": TOKEN} | kw)), open_timeout=30)
 
@@ -117,6 +140,10 @@ REFUSALS = {
     "invalid JSON": ({}, ["{not json"], 1008, "a text message must be a JSON object"),
     "wrong format": ({}, [start_message(fmt="mp3")], 1008, "audio format must be s16le or f32le, not 'mp3'"),
     "wrong rate": ({}, [start_message(rate=96000)], 1008, "audio rate must be a whole number of Hz from 8000 to 48000"),
+    "wrong return rate": ({}, [json.dumps({"type": "start", "character": "alice", "audio": {"return_rate": 7000}})],
+                          1008, "audio return_rate must be a whole number of Hz from 8000 to 48000"),
+    "unknown audio field": ({}, [json.dumps({"type": "start", "character": "alice", "audio": {"rates": 1}})],
+                            1008, "unknown field(s) in start's audio: rates"),
     "message over its limit": ({}, [start_message(), b"\x00" * 32002], 1009, "an audio message is limited to 1 s"),
     "half a sample": ({}, [start_message(), b"\x00" * 3], 1008, "must hold whole s16le samples"),
     "audio queued past its limit": ({}, [start_message()] + [b"\x00" * 32000] * 30, 1008,

@@ -200,6 +200,11 @@ def stream_audio(info: AudioInfo, chunk: int = CHUNK_SAMPLES, resampler: Resampl
     return regroup(_resampled_blocks(info, resampler), chunk)
 
 
+def stream_native(info: AudioInfo, chunk: int) -> Iterator[np.ndarray]:
+    """The file as mono float32 chunks of `chunk` samples at its own rate (the last may be shorter)."""
+    return regroup(_source_blocks(info, _SCAN_BLOCK), chunk)
+
+
 def read_native(info: AudioInfo) -> np.ndarray:
     """The whole file as mono float32 at its own rate (for tools and tests)."""
     return np.concatenate(list(_source_blocks(info, _SCAN_BLOCK)))

@@ -1,5 +1,6 @@
-"""Mono audio at any rate -> 16 kHz, pushed in chunks of any size, with the result of resampling the whole
-signal at once (design.md section 2). Files and live sessions both resample through this.
+"""Mono audio at any rate -> 16 kHz (or another target), pushed in chunks of any size, with the result of
+resampling the whole signal at once (design.md section 2). Files and live sessions both resample through this;
+a live session also returns each frame's audio at a rate of the caller's choosing through it.
 
 - soxr (the default): soxr's streaming resampler at HQ quality, then zeros up to ceil(n * 16000 / rate) as
   `librosa.load(path, sr=16000)` pads; its output does not depend on the chunk borders.
@@ -20,27 +21,27 @@ TARGET_RATE = 16_000
 BLOCK = 1 << 16
 
 
-def ratio(rate: int) -> tuple[int, int]:
-    g = math.gcd(TARGET_RATE, rate)
-    return TARGET_RATE // g, rate // g
+def ratio(rate: int, target: int = TARGET_RATE) -> tuple[int, int]:
+    g = math.gcd(target, rate)
+    return target // g, rate // g
 
 
-def resampled_length(frames: int, rate: int) -> int:
-    up, down = ratio(rate)
+def resampled_length(frames: int, rate: int, target: int = TARGET_RATE) -> int:
+    up, down = ratio(rate, target)
     return math.ceil(frames * up / down)
 
 
 class StreamResampler:
-    def __init__(self, rate: int, resampler: Resampler = "soxr") -> None:
-        self.rate, self.resampler = rate, resampler
-        self.up, self.down = ratio(rate)
+    def __init__(self, rate: int, resampler: Resampler = "soxr", target: int = TARGET_RATE) -> None:
+        self.rate, self.resampler, self.target = rate, resampler, target
+        self.up, self.down = ratio(rate, target)
         self.taken = 0  # input samples pushed
         self.given = 0  # output samples returned
         self._soxr = None
         if self.up != self.down and resampler == "soxr":
             import soxr
 
-            self._soxr = soxr.ResampleStream(rate, TARGET_RATE, 1, dtype="float32", quality="HQ")
+            self._soxr = soxr.ResampleStream(rate, target, 1, dtype="float32", quality="HQ")
         # polyphase: resample_poly's FIR reaches half_len samples of the up-sampled signal either side
         half_len = 10 * max(self.up, self.down)
         self._margin = math.ceil((math.ceil(half_len / self.up) + 2) / self.down) * self.down
@@ -51,7 +52,7 @@ class StreamResampler:
         self._finished = False
 
     def push(self, x: np.ndarray) -> np.ndarray:
-        """16 kHz samples that the input so far completes."""
+        """Samples at the target rate that the input so far completes."""
         if self._finished:
             raise RuntimeError("StreamResampler.push after finish")
         x = np.asarray(x, np.float32).ravel()
@@ -64,7 +65,7 @@ class StreamResampler:
         return self._give(self._blocks(final=False))
 
     def finish(self) -> np.ndarray:
-        """The rest, up to ceil(n * 16000 / rate) samples for the n pushed."""
+        """The rest, up to ceil(n * target / rate) samples for the n pushed."""
         if self._finished:
             return np.zeros(0, np.float32)
         self._finished = True
@@ -74,7 +75,7 @@ class StreamResampler:
             out = self._soxr.resample_chunk(np.zeros(0, np.float32), last=True)
         else:
             out = self._blocks(final=True)
-        missing = resampled_length(self.taken, self.rate) - self.given - len(out)
+        missing = resampled_length(self.taken, self.rate, self.target) - self.given - len(out)
         if missing > 0:  # librosa.load pads soxr's output to its ceil length with zeros
             out = np.concatenate([out, np.zeros(missing, np.float32)])
         return self._give(out)
@@ -88,7 +89,7 @@ class StreamResampler:
 
         n = self.taken
         up, down, margin = self.up, self.down, self._margin
-        n_out = resampled_length(n, self.rate)
+        n_out = resampled_length(n, self.rate, self.target)
         out = []
         while self._next_block < n:
             a = self._next_block

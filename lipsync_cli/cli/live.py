@@ -15,7 +15,7 @@ from lipsync_cli.cli.common import Debug, err_console, is_interactive, print_not
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import InputError
 from lipsync_cli.live import LiveOptions, LiveSession
-from lipsync_cli.live.broadcast import PcmFormat, Progress, broadcast, file_chunks, pcm_chunks
+from lipsync_cli.live.broadcast import PcmFormat, Progress, broadcast, file_chunks, file_rate, pcm_chunks
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE
 from lipsync_cli.live.stream_out import StreamOutput, parse_target
 from lipsync_cli.models.devices import parse_device
@@ -71,13 +71,15 @@ def live_command(
         else:
             info = probe_audio(Path(audio))
         notify = None if quiet else print_note
-        options = LiveOptions(rate=16000 if info is not None else rate, latency_ms=latency_ms,
+        audio_rate = file_rate(info) if info is not None else rate
+        options = LiveOptions(rate=audio_rate, return_rate=audio_rate, latency_ms=latency_ms,
                               start="first_audio" if info is not None else "now",
                               device=parse_device(device, None), blend=as_blend(blend))
         with Runtime(RuntimeConfig(devices="auto" if device == "auto" else device), notify=notify) as runtime:
             found = resolve_character(runtime, character)
             video = found.video
-            output = StreamOutput(target, even(video.width), even(video.height), found.fps, crf, overwrite)
+            output = StreamOutput(target, even(video.width), even(video.height), found.fps, crf, overwrite,
+                                  audio_rate)
             settle_heap()
             try:
                 session = LiveSession(runtime, found, options)  # its clock starts now: the models are loaded

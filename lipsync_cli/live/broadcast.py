@@ -13,10 +13,10 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
-from lipsync_cli.audio.loading import AudioInfo, stream_audio
+from lipsync_cli.audio.loading import AudioInfo, stream_audio, stream_native
 from lipsync_cli.audio.resample import TARGET_RATE
 from lipsync_cli.errors import InputError
-from lipsync_cli.live.frames import LatencyParts, LiveFrame
+from lipsync_cli.live.frames import MAX_RATE, MIN_RATE, LatencyParts, LiveFrame
 from lipsync_cli.live.session import LiveSession
 from lipsync_cli.live.stream_out import StreamOutput, paced
 
@@ -53,9 +53,19 @@ class Progress:
         return text + f", underruns {self.underrun_frames}, late {self.late_frames}"
 
 
+def file_rate(info: AudioInfo) -> int:
+    """The rate a file's audio is streamed at: its own where a live session takes it, else 16 kHz."""
+    return info.sample_rate if MIN_RATE <= info.sample_rate <= MAX_RATE else TARGET_RATE
+
+
 def file_chunks(info: AudioInfo, resample: str, chunk_ms: float) -> Iterator[np.ndarray]:
-    """A file's audio at 16 kHz (resampled as a render does) in chunks of chunk_ms."""
-    return stream_audio(info, max(1, round(TARGET_RATE * chunk_ms / 1000)), resample)  # type: ignore[arg-type]
+    """A file's audio, mono, in chunks of chunk_ms at `file_rate` (the session resamples it as a render does;
+    a file above 48 kHz is resampled to 16 kHz here, as a render does)."""
+    rate = file_rate(info)
+    chunk = max(1, round(rate * chunk_ms / 1000))
+    if rate == info.sample_rate:
+        return stream_native(info, chunk)
+    return stream_audio(info, chunk, resample)  # type: ignore[arg-type]
 
 
 def pcm_chunks(stream: BinaryIO, fmt: PcmFormat) -> Iterator[np.ndarray]:
@@ -86,7 +96,7 @@ def feed(session: LiveSession, chunks: Iterator[np.ndarray], stop: threading.Eve
             wait = session.t0 + pushed / pace - session.clock()
             if wait > 0:
                 sleep(wait)
-        while session.room() * TARGET_RATE < len(chunk) and not stop.is_set():
+        while session.room() * session.options.rate < len(chunk) and not stop.is_set():
             sleep(0.02)
         session.push(chunk)
         pushed += len(chunk)

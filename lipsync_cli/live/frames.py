@@ -16,7 +16,8 @@ MIN_RATE, MAX_RATE = 8_000, 48_000
 
 @dataclass(frozen=True)
 class LiveOptions:
-    rate: int = 16_000  # of the audio pushed (8-48 kHz, mono)
+    rate: int = 16_000  # of the audio pushed (8-48 kHz, mono), unless a push says otherwise
+    return_rate: int = 16_000  # of each frame's audio as it comes back (8-48 kHz); the models hear 16 kHz anyway
     start: Literal["now", "first_audio"] = "now"  # stream time 0: when the session opens (idle frames until
     # audio comes), or at its first audio (a file or a clip: its first frame is the render's first frame)
     latency_ms: float | None = None  # L: frame k is due L + k / fps after the session starts; None: auto
@@ -53,7 +54,7 @@ class LiveFrame:
     generation: int  # +1 at each interrupt
     speech: bool  # False: an idle frame (the template, or a cross-fade to it)
     image: np.ndarray  # I420 uint8 [H * 3 // 2, W], read-only
-    audio: np.ndarray  # float32 at 16 kHz: the frame's 1/fps of the timeline (silence for idle frames)
+    audio: np.ndarray  # float32 at the return rate: the frame's 1/fps of the timeline (silence for idle frames)
     pts: float  # k / fps, seconds
     due: float  # on the session's clock
     made: float  # on the session's clock

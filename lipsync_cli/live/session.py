@@ -46,11 +46,16 @@ class Overrun(InputError):
     """Audio pushed further ahead of the clock than the session buffers."""
 
 
+def _check_rate(rate: int, option: str = "rate") -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"audio rate must be {MIN_RATE} to {MAX_RATE} Hz, not {rate}", option=option)
+
+
 class LiveSession:
     def __init__(self, runtime: Runtime, character: str | Character, options: LiveOptions = LiveOptions(),
                  clock: Clock = time.monotonic) -> None:
-        if not MIN_RATE <= options.rate <= MAX_RATE:
-            raise InputError(f"audio rate must be {MIN_RATE} to {MAX_RATE} Hz, not {options.rate}", option="rate")
+        for name, rate in (("rate", options.rate), ("return_rate", options.return_rate)):
+            _check_rate(rate, name)
         self.character = resolve_character(runtime, character) if isinstance(character, str) else character
         self.device, self.notice = resolve_device(runtime, self.character, options.device)
         self.options, self.clock, self.fps = options, clock, self.character.fps
@@ -122,8 +127,16 @@ class LiveSession:
         return next((u for u in self._utterances if u.covers(k)), None)
 
     # -- what callers do -----------------------------------------------------------------------------
-    def push(self, samples: np.ndarray) -> None:
-        """Append mono audio at the session's rate (float in [-1, 1], or int16) to the timeline."""
+    @property
+    def return_rate(self) -> int:
+        """The rate of every frame's audio."""
+        return self.options.return_rate
+
+    def push(self, samples: np.ndarray, rate: int | None = None) -> None:
+        """Append mono audio (float in [-1, 1], or int16) to the timeline, at the session's rate or at `rate`
+        (an utterance keeps the rate it started with: a different one needs a flush first)."""
+        rate = self.options.rate if rate is None else rate
+        _check_rate(rate)
         x = np.asarray(samples)
         if x.dtype == np.int16:
             x = x.astype(np.float32) / 32768.0
@@ -141,9 +154,12 @@ class LiveSession:
             if u is None:
                 ends = [e for e in (v.end() for v in self._utterances) if e is not None]
                 start = max(self._frame_at(now), self._decided, self._floor, *ends)
-                u = Utterance(start, self.character, self.options.rate, self._renderer.encode)
+                u = Utterance(start, self.character, rate, self._renderer.encode, self.options.return_rate)
                 u.fades_in = start > 0 and start not in ends
-            ahead = u.head_seconds() + len(x) / self.options.rate - (now - self.t0)
+            elif u.rate != rate:
+                raise InputError(f"audio at {rate} Hz pushed into an utterance at {u.rate} Hz: flush it first",
+                                 option="rate")
+            ahead = u.head_seconds() + len(x) / rate - (now - self.t0)
             if ahead * 1000 > self.options.ahead_ms:
                 raise Overrun(f"audio queued {ahead:.1f} s ahead of the stream, past the limit of "
                               f"{self.options.ahead_ms / 1000:g} s", option="audio")
@@ -310,7 +326,7 @@ class LiveSession:
             u.flush()
             self._cond.notify_all()
             return
-        step = max(1, math.ceil(self.options.rate / self.fps))
+        step = max(1, math.ceil(u.rate / self.fps))
         for _ in range(64):  # the resampler may hold a little back: fill until the frame can be made
             u.add(np.zeros(step, np.float32), now, filled=True)
             chunks, u.inbox = u.inbox, []
@@ -342,7 +358,8 @@ class LiveSession:
                 if u.end() == k + 1:
                     self._last_end = k + 1
             elif self._frame_at(now) > k or any(v.start > k for v in self._utterances):
-                silence = np.zeros(sample_of(k + 1, self.fps) - sample_of(k, self.fps), np.float32)
+                rate = self.options.return_rate
+                silence = np.zeros(sample_of(k + 1, self.fps, rate) - sample_of(k, self.fps, rate), np.float32)
                 since = k - self._last_end if self._last_end is not None else None
                 fade = self.options.fade_frames
                 if since is not None and since < fade:

@@ -2,8 +2,9 @@
 (MPEG-TS), or a file (.ts, .flv, .mkv) written under a temporary name and published when the stream ends.
 
 Video goes to ffmpeg's stdin as raw I420 at the character's fps and the frames' audio to a second pipe as
-s16le at 16 kHz, so the stream's timestamps come from the counts of frames and samples: no second clock.
-H.264 with zero-latency settings (no B-frames, a keyframe at least every 2 s), AAC audio.
+s16le at the session's return rate (the input's), so the stream's timestamps come from the counts of frames
+and samples: no second clock.
+H.264 with zero-latency settings (no B-frames, a keyframe at least every 2 s), AAC audio at that rate.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from lipsync_cli.processes import ErrorTail, stop
 
 STREAMS = {"rtmp": "flv", "rtmps": "flv", "srt": "mpegts", "udp": "mpegts"}  # URL scheme -> muxer
 FILES = {".ts": "mpegts", ".flv": "flv", ".mkv": "matroska"}  # file extension -> muxer
+VIDEO_QUEUE = 8  # frames written ahead of ffmpeg (a 720p frame is 1.4 MB)
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def parse_target(text: str, overwrite: bool = False) -> Target:
 
 class StreamOutput:
     def __init__(self, target: Target, width: int, height: int, fps: Fraction, crf: int = 20,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, audio_rate: int = TARGET_RATE) -> None:
         self.target, self.overwrite, self.frames = target, overwrite, 0
         self.shape = (height * 3 // 2, width)
         self.temp: Path | None = None
@@ -72,10 +74,10 @@ class StreamOutput:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
                "-framerate", f"{fps.numerator}/{fps.denominator}", "-thread_queue_size", "64", "-i", "pipe:0",
-               "-f", "s16le", "-ar", str(TARGET_RATE), "-ac", "1", "-thread_queue_size", "64",
+               "-f", "s16le", "-ar", str(audio_rate), "-ac", "1", "-thread_queue_size", "64",
                "-i", f"pipe:{read_audio}", "-map", "0:v:0", "-map", "1:a:0",
                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-crf", str(crf), "-bf", "0",
-               "-g", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-ar", "48000",
+               "-g", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-ar", str(audio_rate),
                "-f", target.muxer]
         if target.muxer == "flv" and target.file is None:
             cmd += ["-flvflags", "no_duration_filesize"]
@@ -88,18 +90,27 @@ class StreamOutput:
             raise EncoderError(f"{cmd[0]}: cannot start ffmpeg ({exc})") from None
         finally:
             os.close(read_audio)
-        assert self._proc.stderr is not None
+        assert self._proc.stderr is not None and self._proc.stdin is not None
         self._errors = ErrorTail(self._proc.stderr, strip_context=True)
-        self._audio: queue.Queue[bytes | None] = queue.Queue(maxsize=256)
-        self._audio_thread = threading.Thread(target=self._write_audio, name="lipsync-live-audio", daemon=True)
-        self._audio_thread.start()
+        self._broken = threading.Event()
+        # each pipe has its own writer, so that ffmpeg waiting for more of one input (its AAC encoder wants
+        # about 2048 samples before its first packet: 5 frames at 8 kHz) never blocks the other
+        self._pipes = [(self._audio_fd, queue.Queue[memoryview | None](maxsize=256)),
+                       (self._proc.stdin.fileno(), queue.Queue[memoryview | None](maxsize=VIDEO_QUEUE))]
+        self._writers = [threading.Thread(target=self._feed, args=pipe, name="lipsync-live-pipe", daemon=True)
+                         for pipe in self._pipes]
+        for writer in self._writers:
+            writer.start()
 
-    def _write_audio(self) -> None:
-        while (data := self._audio.get()) is not None:
+    def _feed(self, fd: int, items: queue.Queue[memoryview | None]) -> None:
+        while (view := items.get()) is not None:
+            if self._broken.is_set():
+                continue  # ffmpeg is gone: drain, so that nobody waits on a full queue
             try:
-                os.write(self._audio_fd, data)
+                while view:
+                    view = view[os.write(fd, view) :]
             except OSError:
-                return
+                self._broken.set()
 
     def _failure(self, what: str) -> EncoderError:
         self._proc.wait()
@@ -110,18 +121,19 @@ class StreamOutput:
     def write(self, frame: LiveFrame) -> None:
         if frame.image.shape != self.shape:
             raise ValueError(f"frame of {frame.image.shape}, the stream is {self.shape}")
+        if self._broken.is_set():
+            raise self._failure("stopped while streaming")
         pcm = (np.clip(frame.audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-        self._audio.put(pcm)
-        try:
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(np.ascontiguousarray(frame.image).data)
-        except (BrokenPipeError, OSError):
-            raise self._failure("stopped while streaming") from None
+        (_, audio), (_, video) = self._pipes
+        audio.put(memoryview(pcm))
+        video.put(np.ascontiguousarray(frame.image).data.cast("B"))
         self.frames += 1
 
     def _close_inputs(self) -> None:
-        self._audio.put(None)
-        self._audio_thread.join(timeout=5)
+        for _, items in self._pipes:
+            items.put(None)
+        for writer in self._writers:
+            writer.join(timeout=5)
         for close in (lambda: os.close(self._audio_fd), lambda: self._proc.stdin and self._proc.stdin.close()):
             try:
                 close()
@@ -142,6 +154,8 @@ class StreamOutput:
 
     def abort(self) -> None:
         """Stop ffmpeg and remove a temporary file (idempotent)."""
+        if self._proc.poll() is None:
+            self._proc.kill()  # first: a writer blocked on its pipe then fails, and the queues drain
         self._close_inputs()
         stop(self._proc, self._errors)
         if self.temp is not None:

@@ -18,16 +18,19 @@ from lipsync_cli.features.stream import FeatureStream
 from lipsync_cli.features.windows import FrameWindows, video_frame_count
 
 
-def sample_of(k: int, fps: Fraction) -> int:
-    """The first 16 kHz sample of frame k on a timeline: floor(k * 16000 / fps)."""
-    return math.floor(Fraction(k) * TARGET_RATE / fps)
+def sample_of(k: int, fps: Fraction, rate: int = TARGET_RATE) -> int:
+    """The first sample of frame k on a timeline at `rate`: floor(k * rate / fps)."""
+    return math.floor(Fraction(k) * rate / fps)
 
 
 class Utterance:
-    def __init__(self, start: int, character: Character, rate: int, encode: Callable[[np.ndarray], np.ndarray]
-                 ) -> None:
-        self.start, self.rate, self.fps = start, rate, character.fps
+    def __init__(self, start: int, character: Character, rate: int, encode: Callable[[np.ndarray], np.ndarray],
+                 return_rate: int = TARGET_RATE) -> None:
+        self.start, self.rate, self.fps, self.return_rate = start, rate, character.fps, return_rate
         self._resampler = StreamResampler(rate, character.audio.resample)
+        # the audio given back with the frames: the models' 16 kHz, the pushed samples as they are, or resampled
+        self._back = None if return_rate in (TARGET_RATE, rate) else \
+            StreamResampler(rate, character.audio.resample, target=return_rate)
         self._windows = FrameWindows(None, character.fps, character.audio.pad_mode, character.audio.window_end)
         self._features = FeatureStream(encode, character.layout)
         # written under the session's lock by the threads that push; read by its worker
@@ -44,9 +47,8 @@ class Utterance:
         # the worker's own
         self.finished = False
         self.ready: deque[tuple[int, np.ndarray, float]] = deque()  # (local frame, features, when complete)
-        self._audio = np.zeros(0, np.float32)  # 16 kHz samples from local sample _audio_start
+        self._audio = np.zeros(0, np.float32)  # samples at the return rate from local sample _audio_start
         self._audio_start = 0
-        self._made = 0  # 16 kHz samples made so far
 
     # -- under the session's lock --------------------------------------------------------------------
     def add(self, samples: np.ndarray, now: float, filled: bool = False) -> None:
@@ -79,12 +81,18 @@ class Utterance:
     # -- on the worker -------------------------------------------------------------------------------
     def process(self, chunks: list[np.ndarray], when: float, finish: bool) -> None:
         """Turn newly pushed audio into features; `when` stamps the frames it completes."""
-        resampled = [self._resampler.push(np.concatenate(chunks))] if chunks else []
+        pushed = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        resampled = [self._resampler.push(pushed)] if chunks else []
         if finish:
             resampled.append(self._resampler.finish())
+        if self.return_rate == TARGET_RATE:
+            back = resampled
+        elif self._back is None:
+            back = [pushed]
+        else:
+            back = [self._back.push(pushed)] + ([self._back.finish()] if finish else [])
+        self._audio = np.concatenate([self._audio, *back])
         for part in resampled:
-            self._audio = np.concatenate([self._audio, part])
-            self._made += len(part)
             batch = self._windows.push(part)
             if batch is not None:
                 self._take(self._features.push(batch.windows), when)
@@ -101,9 +109,11 @@ class Utterance:
                 self.ready.append((batch.first + j, row, when))
 
     def audio_of(self, k: int) -> np.ndarray:
-        """The 16 kHz samples of session frame k (silence past the end), in order: earlier ones are dropped."""
-        base = sample_of(self.start, self.fps)
-        a, b = sample_of(k, self.fps) - base, sample_of(k + 1, self.fps) - base
+        """The samples of session frame k at the return rate (silence past the end), in order: earlier ones are
+        dropped."""
+        rate = self.return_rate
+        base = sample_of(self.start, self.fps, rate)
+        a, b = sample_of(k, self.fps, rate) - base, sample_of(k + 1, self.fps, rate) - base
         if a > self._audio_start:
             self._audio, self._audio_start = self._audio[a - self._audio_start :], a
         out = np.zeros(b - a, np.float32)

@@ -111,8 +111,8 @@ class Connection:
         encoder, width, height = video_encoder(self.server, session, start.codec)
         await self.ws.send_text(json.dumps({
             "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
-            "codec": encoder.codec_string, "audio_rate": 16000, "lookahead_ms": round(session.lookahead * 1000, 1),
-            "latency_ms": round(session.latency * 1000, 1)}))
+            "codec": encoder.codec_string, "audio_rate": session.return_rate,
+            "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1)}))
         jpeg = JPEG if start.codec == "jpeg" else 0
 
         def wrap(item: Encoded) -> tuple[Encoded, bytes]:

@@ -46,6 +46,7 @@ class Start:
     rate: int
     codec: Codec
     latency_ms: float | None
+    return_rate: int = 16_000  # of the frames' audio (the ready message's audio_rate)
 
     @property
     def sample_bytes(self) -> int:
@@ -90,10 +91,14 @@ def parse_start(message: dict) -> Start:
     fmt = audio.get("format", "s16le")
     if fmt not in ("s16le", "f32le"):
         raise ProtocolError(f"audio format must be s16le or f32le, not {fmt!r}", reason="bad_format")
-    rate = audio.get("rate", 16000)
-    if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_RATE <= rate <= MAX_RATE:
-        raise ProtocolError(f"audio rate must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, not {rate!r}",
-                            reason="bad_format")
+    unknown = sorted(set(audio) - {"format", "rate", "channels", "return_rate"})
+    if unknown:
+        raise ProtocolError(f"unknown field(s) in start's audio: {', '.join(unknown)}", reason="bad_start")
+    rate, return_rate = audio.get("rate", 16000), audio.get("return_rate", 16000)
+    for name, value in (("rate", rate), ("return_rate", return_rate)):
+        if isinstance(value, bool) or not isinstance(value, int) or not MIN_RATE <= value <= MAX_RATE:
+            raise ProtocolError(f"audio {name} must be a whole number of Hz from {MIN_RATE} to {MAX_RATE}, not "
+                                f"{value!r}", reason="bad_format")
     if audio.get("channels", 1) != 1:
         raise ProtocolError(f"audio must be mono (channels 1), not {audio.get('channels')!r}", reason="bad_format")
     codec = video.get("codec", "h264")
@@ -104,7 +109,7 @@ def parse_start(message: dict) -> Start:
                                 or not 0 < latency <= 10_000):
         raise ProtocolError(f"latency_ms must be a number of milliseconds up to 10000, not {latency!r}",
                             reason="bad_start")
-    return Start(character, fmt, rate, codec, float(latency) if latency is not None else None)
+    return Start(character, fmt, rate, codec, float(latency) if latency is not None else None, return_rate)
 
 
 def frame_message(flags: int, generation: int, index: int, pts_us: int, video: bytes, audio: bytes) -> bytes:

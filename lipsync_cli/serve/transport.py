@@ -41,7 +41,8 @@ async def live_session(server: Server, start: Start) -> AsyncIterator[LiveSessio
     admission = server.manager.admit(device)
     session = None
     try:
-        options = LiveOptions(rate=start.rate, latency_ms=start.latency_ms, device=device_request(device))
+        options = LiveOptions(rate=start.rate, return_rate=start.return_rate, latency_ms=start.latency_ms,
+                              device=device_request(device))
         session = await asyncio.to_thread(LiveSession, server.runtime, character, options)
         server.metrics.admitted.inc()
         server.metrics.active.inc()
@@ -68,7 +69,7 @@ class Encoded:
     frame: LiveFrame
     video: bytes
     keyframe: bool
-    pcm: bytes  # the frame's audio, s16le at 16 kHz
+    pcm: bytes  # the frame's audio, s16le at the session's return rate
     seconds: float  # encoding it
 
     def latency_ms(self) -> dict[str, float] | None:

@@ -60,7 +60,8 @@ def start_of(message: pb.ClientMessage) -> Start:
                             reason="not_started")
     s = message.start
     fields: dict[str, Any] = {"type": "start", "character": s.character,
-                              "audio": {"format": s.audio_format or "s16le", "rate": s.rate or 16000},
+                              "audio": {"format": s.audio_format or "s16le", "rate": s.rate or 16000,
+                                        "return_rate": s.return_rate or 16000},
                               "video": {"codec": s.codec or "h264"}}
     if s.HasField("latency_ms"):
         fields["latency_ms"] = s.latency_ms
@@ -132,7 +133,7 @@ class _Stream:
         encoder, width, height = video_encoder(self.server, session, start.codec)
         await self.context.write(pb.ServerMessage(ready=pb.Ready(
             session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
-            audio_rate=16000, lookahead_ms=round(session.lookahead * 1000, 1),
+            audio_rate=session.return_rate, lookahead_ms=round(session.lookahead * 1000, 1),
             latency_ms=round(session.latency * 1000, 1))))
         jpeg = start.codec == "jpeg"
 

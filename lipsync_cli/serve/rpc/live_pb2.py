@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lipsync_cli/serve/rpc/live.proto\x12\nlipsync.v1\"\xd1\x01\n\rClientMessage\x12\"\n\x05start\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.StartH\x00\x12\"\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x11.lipsync.v1.AudioH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.lipsync.v1.FlushH\x00\x12*\n\tinterrupt\x18\x04 \x01(\x0b\x32\x15.lipsync.v1.InterruptH\x00\x12 \n\x04stop\x18\x05 \x01(\x0b\x32\x10.lipsync.v1.StopH\x00\x42\x06\n\x04kind\"u\n\x05Start\x12\x11\n\tcharacter\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_format\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\x05\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x17\n\nlatency_ms\x18\x05 \x01(\x02H\x00\x88\x01\x01\x42\r\n\x0b_latency_ms\"\x14\n\x05\x41udio\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\"\x07\n\x05\x46lush\"\x0b\n\tInterrupt\"\x06\n\x04Stop\"\xd7\x01\n\rServerMessage\x12\"\n\x05ready\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.ReadyH\x00\x12\"\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x11.lipsync.v1.FrameH\x00\x12\"\n\x05stats\x18\x03 \x01(\x0b\x32\x11.lipsync.v1.StatsH\x00\x12.\n\x0binterrupted\x18\x04 \x01(\x0b\x32\x17.lipsync.v1.InterruptedH\x00\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.lipsync.v1.ErrorH\x00\x42\x06\n\x04kind\"\x91\x01\n\x05Ready\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x12\n\naudio_rate\x18\x06 \x01(\x05\x12\x14\n\x0clookahead_ms\x18\x07 \x01(\x02\x12\x12\n\nlatency_ms\x18\x08 \x01(\x02\"\x88\x01\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\r\x12\x0e\n\x06pts_us\x18\x03 \x01(\x04\x12\x10\n\x08keyframe\x18\x04 \x01(\x08\x12\x0e\n\x06speech\x18\x05 \x01(\x08\x12\x0c\n\x04jpeg\x18\x06 \x01(\x08\x12\r\n\x05video\x18\x07 \x01(\x0c\x12\r\n\x05\x61udio\x18\x08 \x01(\x0c\"s\n\x07Latency\x12\r\n\x05total\x18\x01 \x01(\x02\x12\x11\n\tlookahead\x18\x02 \x01(\x02\x12\x10\n\x08queueing\x18\x03 \x01(\x02\x12\x11\n\tinference\x18\x04 \x01(\x02\x12\x11\n\tcomposite\x18\x05 \x01(\x02\x12\x0e\n\x06\x65ncode\x18\x06 \x01(\x02\"\xc4\x01\n\x05Stats\x12\x13\n\x0b\x66rames_sent\x18\x01 \x01(\x04\x12\x15\n\rspeech_frames\x18\x02 \x01(\x04\x12\x13\n\x0bidle_frames\x18\x03 \x01(\x04\x12\x17\n\x0funderrun_frames\x18\x04 \x01(\x04\x12\x11\n\tunderruns\x18\x05 \x01(\x04\x12\x12\n\ngeneration\x18\x06 \x01(\r\x12\x11\n\tqueued_ms\x18\x07 \x01(\x02\x12\'\n\nlatency_ms\x18\x08 \x01(\x0b\x32\x13.lipsync.v1.Latency\"6\n\x0bInterrupted\x12\x12\n\ngeneration\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\"6\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2J\n\x04Live\x12\x42\n\x06Stream\x12\x19.lipsync.v1.ClientMessage\x1a\x19.lipsync.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n lipsync_cli/serve/rpc/live.proto\x12\nlipsync.v1\"\xd1\x01\n\rClientMessage\x12\"\n\x05start\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.StartH\x00\x12\"\n\x05\x61udio\x18\x02 \x01(\x0b\x32\x11.lipsync.v1.AudioH\x00\x12\"\n\x05\x66lush\x18\x03 \x01(\x0b\x32\x11.lipsync.v1.FlushH\x00\x12*\n\tinterrupt\x18\x04 \x01(\x0b\x32\x15.lipsync.v1.InterruptH\x00\x12 \n\x04stop\x18\x05 \x01(\x0b\x32\x10.lipsync.v1.StopH\x00\x42\x06\n\x04kind\"\x8a\x01\n\x05Start\x12\x11\n\tcharacter\x18\x01 \x01(\t\x12\x14\n\x0c\x61udio_format\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\x05\x12\r\n\x05\x63odec\x18\x04 \x01(\t\x12\x17\n\nlatency_ms\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x0breturn_rate\x18\x06 \x01(\x05\x42\r\n\x0b_latency_ms\"\x14\n\x05\x41udio\x12\x0b\n\x03pcm\x18\x01 \x01(\x0c\"\x07\n\x05\x46lush\"\x0b\n\tInterrupt\"\x06\n\x04Stop\"\xd7\x01\n\rServerMessage\x12\"\n\x05ready\x18\x01 \x01(\x0b\x32\x11.lipsync.v1.ReadyH\x00\x12\"\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x11.lipsync.v1.FrameH\x00\x12\"\n\x05stats\x18\x03 \x01(\x0b\x32\x11.lipsync.v1.StatsH\x00\x12.\n\x0binterrupted\x18\x04 \x01(\x0b\x32\x17.lipsync.v1.InterruptedH\x00\x12\"\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x11.lipsync.v1.ErrorH\x00\x42\x06\n\x04kind\"\x91\x01\n\x05Ready\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x0b\n\x03\x66ps\x18\x02 \x01(\x02\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\r\n\x05\x63odec\x18\x05 \x01(\t\x12\x12\n\naudio_rate\x18\x06 \x01(\x05\x12\x14\n\x0clookahead_ms\x18\x07 \x01(\x02\x12\x12\n\nlatency_ms\x18\x08 \x01(\x02\"\x88\x01\n\x05\x46rame\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x12\n\ngeneration\x18\x02 \x01(\r\x12\x0e\n\x06pts_us\x18\x03 \x01(\x04\x12\x10\n\x08keyframe\x18\x04 \x01(\x08\x12\x0e\n\x06speech\x18\x05 \x01(\x08\x12\x0c\n\x04jpeg\x18\x06 \x01(\x08\x12\r\n\x05video\x18\x07 \x01(\x0c\x12\r\n\x05\x61udio\x18\x08 \x01(\x0c\"s\n\x07Latency\x12\r\n\x05total\x18\x01 \x01(\x02\x12\x11\n\tlookahead\x18\x02 \x01(\x02\x12\x10\n\x08queueing\x18\x03 \x01(\x02\x12\x11\n\tinference\x18\x04 \x01(\x02\x12\x11\n\tcomposite\x18\x05 \x01(\x02\x12\x0e\n\x06\x65ncode\x18\x06 \x01(\x02\"\xc4\x01\n\x05Stats\x12\x13\n\x0b\x66rames_sent\x18\x01 \x01(\x04\x12\x15\n\rspeech_frames\x18\x02 \x01(\x04\x12\x13\n\x0bidle_frames\x18\x03 \x01(\x04\x12\x17\n\x0funderrun_frames\x18\x04 \x01(\x04\x12\x11\n\tunderruns\x18\x05 \x01(\x04\x12\x12\n\ngeneration\x18\x06 \x01(\r\x12\x11\n\tqueued_ms\x18\x07 \x01(\x02\x12\'\n\nlatency_ms\x18\x08 \x01(\x0b\x32\x13.lipsync.v1.Latency\"6\n\x0bInterrupted\x12\x12\n\ngeneration\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_frame\x18\x02 \x01(\x04\"6\n\x05\x45rror\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2J\n\x04Live\x12\x42\n\x06Stream\x12\x19.lipsync.v1.ClientMessage\x1a\x19.lipsync.v1.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CLIENTMESSAGE']._serialized_start=49
   _globals['_CLIENTMESSAGE']._serialized_end=258
-  _globals['_START']._serialized_start=260
-  _globals['_START']._serialized_end=377
-  _globals['_AUDIO']._serialized_start=379
-  _globals['_AUDIO']._serialized_end=399
-  _globals['_FLUSH']._serialized_start=401
-  _globals['_FLUSH']._serialized_end=408
-  _globals['_INTERRUPT']._serialized_start=410
-  _globals['_INTERRUPT']._serialized_end=421
-  _globals['_STOP']._serialized_start=423
-  _globals['_STOP']._serialized_end=429
-  _globals['_SERVERMESSAGE']._serialized_start=432
-  _globals['_SERVERMESSAGE']._serialized_end=647
-  _globals['_READY']._serialized_start=650
-  _globals['_READY']._serialized_end=795
-  _globals['_FRAME']._serialized_start=798
-  _globals['_FRAME']._serialized_end=934
-  _globals['_LATENCY']._serialized_start=936
-  _globals['_LATENCY']._serialized_end=1051
-  _globals['_STATS']._serialized_start=1054
-  _globals['_STATS']._serialized_end=1250
-  _globals['_INTERRUPTED']._serialized_start=1252
-  _globals['_INTERRUPTED']._serialized_end=1306
-  _globals['_ERROR']._serialized_start=1308
-  _globals['_ERROR']._serialized_end=1362
-  _globals['_LIVE']._serialized_start=1364
-  _globals['_LIVE']._serialized_end=1438
+  _globals['_START']._serialized_start=261
+  _globals['_START']._serialized_end=399
+  _globals['_AUDIO']._serialized_start=401
+  _globals['_AUDIO']._serialized_end=421
+  _globals['_FLUSH']._serialized_start=423
+  _globals['_FLUSH']._serialized_end=430
+  _globals['_INTERRUPT']._serialized_start=432
+  _globals['_INTERRUPT']._serialized_end=443
+  _globals['_STOP']._serialized_start=445
+  _globals['_STOP']._serialized_end=451
+  _globals['_SERVERMESSAGE']._serialized_start=454
+  _globals['_SERVERMESSAGE']._serialized_end=669
+  _globals['_READY']._serialized_start=672
+  _globals['_READY']._serialized_end=817
+  _globals['_FRAME']._serialized_start=820
+  _globals['_FRAME']._serialized_end=956
+  _globals['_LATENCY']._serialized_start=958
+  _globals['_LATENCY']._serialized_end=1073
+  _globals['_STATS']._serialized_start=1076
+  _globals['_STATS']._serialized_end=1272
+  _globals['_INTERRUPTED']._serialized_start=1274
+  _globals['_INTERRUPTED']._serialized_end=1328
+  _globals['_ERROR']._serialized_start=1330
+  _globals['_ERROR']._serialized_end=1384
+  _globals['_LIVE']._serialized_start=1386
+  _globals['_LIVE']._serialized_end=1460
 # @@protoc_insertion_point(module_scope)

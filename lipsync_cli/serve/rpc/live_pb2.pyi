@@ -20,18 +20,20 @@ class ClientMessage(_message.Message):
     def __init__(self, start: _Optional[_Union[Start, _Mapping]] = ..., audio: _Optional[_Union[Audio, _Mapping]] = ..., flush: _Optional[_Union[Flush, _Mapping]] = ..., interrupt: _Optional[_Union[Interrupt, _Mapping]] = ..., stop: _Optional[_Union[Stop, _Mapping]] = ...) -> None: ...
 
 class Start(_message.Message):
-    __slots__ = ("character", "audio_format", "rate", "codec", "latency_ms")
+    __slots__ = ("character", "audio_format", "rate", "codec", "latency_ms", "return_rate")
     CHARACTER_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FORMAT_FIELD_NUMBER: _ClassVar[int]
     RATE_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    RETURN_RATE_FIELD_NUMBER: _ClassVar[int]
     character: str
     audio_format: str
     rate: int
     codec: str
     latency_ms: float
-    def __init__(self, character: _Optional[str] = ..., audio_format: _Optional[str] = ..., rate: _Optional[int] = ..., codec: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    return_rate: int
+    def __init__(self, character: _Optional[str] = ..., audio_format: _Optional[str] = ..., rate: _Optional[int] = ..., codec: _Optional[str] = ..., latency_ms: _Optional[float] = ..., return_rate: _Optional[int] = ...) -> None: ...
 
 class Audio(_message.Message):
     __slots__ = ("pcm",)
