@@ -38,8 +38,17 @@ def _onnxruntime() -> list[Check]:
     providers = ort.get_available_providers()
     checks = [Check("onnxruntime", "ok" if "CPUExecutionProvider" in providers else "problem",
                     f"{ort.__version__}, providers {', '.join(providers)}")]
-    from lipsync_cli.models.devices import CUDA_INSTALL, cuda_device_count, cuda_unavailable_reason
+    from lipsync_cli.models.devices import (
+        cuda_device_count,
+        cuda_install_hint,
+        cuda_unavailable_reason,
+        onnxruntime_clash,
+    )
 
+    clash = onnxruntime_clash()
+    if clash is not None:
+        checks.append(Check("onnxruntime packages", "warning", clash,
+                            f"renders run on the CPU either way; for CUDA: {cuda_install_hint()}"))
     gpus = cuda_device_count()
     reason = cuda_unavailable_reason() if gpus else None
     if gpus == 0:
@@ -48,7 +57,7 @@ def _onnxruntime() -> list[Check]:
         checks.append(Check("CUDA", "ok", f"usable: {gpus} NVIDIA GPU(s) found"))
     else:
         checks.append(Check("CUDA", "warning", f"{gpus} NVIDIA GPU(s) found, not usable: {reason}",
-                            f"{CUDA_INSTALL}; renders run on the CPU meanwhile"))
+                            f"{cuda_install_hint()}; renders run on the CPU meanwhile"))
     return checks
 
 

@@ -20,10 +20,10 @@ from lipsync_cli.errors import DeviceError
 from lipsync_cli.frames.store import DEFAULT_MEMORY, TemplateStore
 from lipsync_cli.models.devices import (
     CPU,
-    CUDA_INSTALL,
     Device,
     DeviceRequest,
     cuda_device_count,
+    cuda_install_hint,
     cuda_unavailable_reason,
     parse_devices,
 )
@@ -55,7 +55,7 @@ def short_reason(reason: str) -> str:
 
 def gpu_unusable(reason: str) -> str:
     """The note for a machine with an NVIDIA GPU that CUDA cannot reach: why, and the command that fixes it."""
-    return f"running on the CPU: the GPU cannot be used ({short_reason(reason)}; to use it: {CUDA_INSTALL})"
+    return f"running on the CPU: the GPU cannot be used ({short_reason(reason)}; to use it: {cuda_install_hint()})"
 
 
 class Runtime:
@@ -119,7 +119,7 @@ class Runtime:
             except DeviceError as exc:
                 if cuda_unavailable_reason() is None:
                     raise
-                raise DeviceError(f"{exc}; to use it: {CUDA_INSTALL}", option="device") from None
+                raise DeviceError(f"{exc}; to use it: {cuda_install_hint()}", option="device") from None
         candidates, notice = self.devices()
         device = self.registry.place(files, candidates)
         if not device.is_cuda:

@@ -5,7 +5,13 @@ import json
 from typer.testing import CliRunner
 
 from lipsync_cli.cli.app import app
-from lipsync_cli.models.devices import cuda_device_count, cuda_unavailable_reason
+from lipsync_cli.models.devices import (
+    CUDA_INSTALL,
+    cuda_device_count,
+    cuda_install_hint,
+    cuda_unavailable_reason,
+    onnxruntime_clash,
+)
 
 runner = CliRunner()
 
@@ -23,7 +29,7 @@ def test_doctor_reports_this_machine():
         assert checks["CUDA"] == {"name": "CUDA", "status": "ok", "found": "no NVIDIA GPU found: renders run on "
                                   "the CPU", "fix": ""}
         assert checks["h264_nvenc"]["found"] == "not used: no NVIDIA GPU found (libx264 encodes)"
-        assert "onnxruntime-gpu" not in result.stdout
+        assert onnxruntime_clash() is not None or "onnxruntime-gpu" not in result.stdout
     elif reason is not None:
         assert checks["CUDA"]["status"] == "warning" and reason in checks["CUDA"]["found"]
         assert "onnxruntime-gpu[cuda,cudnn]" in checks["CUDA"]["fix"]
@@ -42,3 +48,17 @@ def test_doctor_without_ffmpeg_says_so(monkeypatch):
     assert result.exit_code == 1
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["ffmpeg"]["status"] == "problem" and "No ffmpeg exe" in checks["ffmpeg"]["found"]
+
+
+def test_two_onnxruntime_distributions_are_named_with_the_command_that_mends_them():
+    """Pipecat requires `onnxruntime`, lipsync `onnxruntime-gpu`: pip installs both over one module (the
+    pipecat nox session's environment is such a one: tests/test_pipecat_packaging.py)."""
+    both = (("onnxruntime", "1.32.0"), ("onnxruntime-gpu", "1.31.1"))
+    assert onnxruntime_clash(both, cuda=False) == ("onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1 are both installed "
+                                                   "over the one onnxruntime module, which now holds a build without "
+                                                   "CUDA")
+    assert onnxruntime_clash(both, cuda=True).endswith("which now holds the CUDA build")
+    assert cuda_install_hint(both) == "pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1"
+    assert onnxruntime_clash((("onnxruntime-gpu", "1.31.1"),)) is None
+    assert cuda_install_hint((("onnxruntime-gpu", "1.31.1"),)) == CUDA_INSTALL
+    assert cuda_install_hint((("onnxruntime", "1.32.0"),)) == CUDA_INSTALL

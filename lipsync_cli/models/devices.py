@@ -82,6 +82,10 @@ def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
 
 
 CUDA_INSTALL = "pip install 'onnxruntime-gpu[cuda,cudnn]'"  # the CUDA and cuDNN libraries as wheels
+# distributions that all install the one `onnxruntime` module; two of them overwrite each other's files (pip
+# cannot say "one of": Pipecat requires `onnxruntime`, lipsync `onnxruntime-gpu` where it has wheels)
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                     "onnxruntime-qnn")
 _preloaded: list[bool] = []
 
 
@@ -106,9 +110,47 @@ def _preload_cuda_wheels() -> None:
             pass
 
 
+def onnxruntime_distributions() -> tuple[tuple[str, str], ...]:
+    """The installed distributions of the `onnxruntime` module, as (name, version)."""
+    from importlib import metadata
+
+    found = []
+    for name in ORT_DISTRIBUTIONS:
+        try:
+            found.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            continue
+    return tuple(found)
+
+
+def onnxruntime_clash(distributions: tuple[tuple[str, str], ...] | None = None, cuda: bool | None = None
+                      ) -> str | None:
+    """When several distributions share the one module: which, and which build's files it holds now."""
+    found = onnxruntime_distributions() if distributions is None else distributions
+    if len(found) < 2:
+        return None
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers() if cuda is None else cuda
+    listed = " and ".join(f"{name} {version}" for name, version in found)
+    return (f"{listed} are both installed over the one onnxruntime module, which now holds "
+            f"{'the CUDA build' if cuda else 'a build without CUDA'}")
+
+
+def cuda_install_hint(distributions: tuple[tuple[str, str], ...] | None = None) -> str:
+    """The one command that makes CUDA usable here: the CUDA libraries as wheels, or, where another package's
+    onnxruntime was written over onnxruntime-gpu's files, those files back (both stay installed, so that
+    `pip check` holds for both packages)."""
+    found = dict(onnxruntime_distributions() if distributions is None else distributions)
+    if "onnxruntime-gpu" in found and len(found) > 1:
+        return f"pip install --force-reinstall --no-deps onnxruntime-gpu=={found['onnxruntime-gpu']}"
+    return CUDA_INSTALL
+
+
 def cuda_unavailable_reason() -> str | None:
     """Why onnxruntime cannot use CUDA here, or None when it looks possible."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
+        clash = onnxruntime_clash(cuda=False)
+        if clash is not None:
+            return clash
         return f"this onnxruntime build ({ort.__version__}, package without CUDA) has no CUDA provider"
     _preload_cuda_wheels()
     library = Path(ort.__file__).parent / "capi" / "libonnxruntime_providers_cuda.so"

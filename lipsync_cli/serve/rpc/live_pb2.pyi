@@ -105,7 +105,7 @@ class Frame(_message.Message):
     jpeg: bool
     video: bytes
     audio: bytes
-    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pts_us: _Optional[int] = ..., keyframe: _Optional[bool] = ..., speech: _Optional[bool] = ..., jpeg: _Optional[bool] = ..., video: _Optional[bytes] = ..., audio: _Optional[bytes] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., generation: _Optional[int] = ..., pts_us: _Optional[int] = ..., keyframe: bool = ..., speech: bool = ..., jpeg: bool = ..., video: _Optional[bytes] = ..., audio: _Optional[bytes] = ...) -> None: ...
 
 class Latency(_message.Message):
     __slots__ = ("total", "lookahead", "queueing", "inference", "composite", "encode")

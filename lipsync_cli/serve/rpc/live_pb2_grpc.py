@@ -5,7 +5,7 @@ import warnings
 
 from lipsync_cli.serve.rpc import live_pb2 as lipsync__cli_dot_serve_dot_rpc_dot_live__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.78.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class LiveStub:
+class LiveStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -41,7 +41,7 @@ class LiveStub:
                 _registered_method=True)
 
 
-class LiveServicer:
+class LiveServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Stream(self, request_iterator, context):
@@ -66,7 +66,7 @@ def add_LiveServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class Live:
+class Live(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

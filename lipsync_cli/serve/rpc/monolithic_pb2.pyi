@@ -46,7 +46,7 @@ class CompositeBatchResponse(_message.Message):
     success: bool
     error: str
     gpu_id: int
-    def __init__(self, composited_frames: _Optional[_Iterable[bytes]] = ..., inference_time_ms: _Optional[float] = ..., composite_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., audio_processing_ms: _Optional[float] = ..., model_loaded: _Optional[bool] = ..., model_load_time_ms: _Optional[float] = ..., success: _Optional[bool] = ..., error: _Optional[str] = ..., gpu_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, composited_frames: _Optional[_Iterable[bytes]] = ..., inference_time_ms: _Optional[float] = ..., composite_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., audio_processing_ms: _Optional[float] = ..., model_loaded: bool = ..., model_load_time_ms: _Optional[float] = ..., success: bool = ..., error: _Optional[str] = ..., gpu_id: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -66,7 +66,7 @@ class ModelInfo(_message.Message):
     memory_mb: int
     request_count: int
     avg_inference_ms: float
-    def __init__(self, model_id: _Optional[str] = ..., loaded: _Optional[bool] = ..., gpu_id: _Optional[int] = ..., memory_mb: _Optional[int] = ..., request_count: _Optional[int] = ..., avg_inference_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., loaded: bool = ..., gpu_id: _Optional[int] = ..., memory_mb: _Optional[int] = ..., request_count: _Optional[int] = ..., avg_inference_ms: _Optional[float] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -92,7 +92,7 @@ class LoadModelResponse(_message.Message):
     error: str
     gpu_id: int
     load_time_ms: float
-    def __init__(self, success: _Optional[bool] = ..., error: _Optional[str] = ..., gpu_id: _Optional[int] = ..., load_time_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, success: bool = ..., error: _Optional[str] = ..., gpu_id: _Optional[int] = ..., load_time_ms: _Optional[float] = ...) -> None: ...
 
 class UnloadModelRequest(_message.Message):
     __slots__ = ("model_id",)
@@ -106,7 +106,7 @@ class UnloadModelResponse(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     success: bool
     error: str
-    def __init__(self, success: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, success: bool = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetModelStatsRequest(_message.Message):
     __slots__ = ()
@@ -130,7 +130,7 @@ class ModelStats(_message.Message):
     total_inference_ms: int
     avg_inference_ms: float
     last_used_timestamp: int
-    def __init__(self, model_id: _Optional[str] = ..., loaded: _Optional[bool] = ..., gpu_id: _Optional[int] = ..., memory_mb: _Optional[int] = ..., request_count: _Optional[int] = ..., total_inference_ms: _Optional[int] = ..., avg_inference_ms: _Optional[float] = ..., last_used_timestamp: _Optional[int] = ...) -> None: ...
+    def __init__(self, model_id: _Optional[str] = ..., loaded: bool = ..., gpu_id: _Optional[int] = ..., memory_mb: _Optional[int] = ..., request_count: _Optional[int] = ..., total_inference_ms: _Optional[int] = ..., avg_inference_ms: _Optional[float] = ..., last_used_timestamp: _Optional[int] = ...) -> None: ...
 
 class GetModelStatsResponse(_message.Message):
     __slots__ = ("models",)
@@ -154,4 +154,4 @@ class HealthResponse(_message.Message):
     max_models: int
     gpu_ids: _containers.RepeatedScalarFieldContainer[int]
     gpu_memory_used_gb: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, healthy: _Optional[bool] = ..., loaded_models: _Optional[int] = ..., max_models: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., gpu_memory_used_gb: _Optional[_Iterable[float]] = ...) -> None: ...
+    def __init__(self, healthy: bool = ..., loaded_models: _Optional[int] = ..., max_models: _Optional[int] = ..., gpu_ids: _Optional[_Iterable[int]] = ..., gpu_memory_used_gb: _Optional[_Iterable[float]] = ...) -> None: ...
