@@ -62,3 +62,22 @@ def test_two_onnxruntime_distributions_are_named_with_the_command_that_mends_the
     assert onnxruntime_clash((("onnxruntime-gpu", "1.31.1"),)) is None
     assert cuda_install_hint((("onnxruntime-gpu", "1.31.1"),)) == CUDA_INSTALL
     assert cuda_install_hint((("onnxruntime", "1.32.0"),)) == CUDA_INSTALL
+
+
+def test_the_first_run_on_a_gpu_whose_cuda_build_was_overwritten_says_the_mend(monkeypatch):
+    """`--device auto` on a machine with an NVIDIA GPU, where Pipecat's CPU onnxruntime was written over
+    onnxruntime-gpu's files: one note, the reason and the command that brings CUDA back."""
+    import onnxruntime
+
+    from lipsync_cli.models import devices
+    from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+    monkeypatch.setattr(devices, "onnxruntime_distributions",
+                        lambda: (("onnxruntime", "1.32.0"), ("onnxruntime-gpu", "1.31.1")))
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with Runtime(RuntimeConfig(devices="auto")) as runtime:
+        monkeypatch.setattr(runtime, "_gpu_count", lambda: 1)
+        chosen, notice = runtime.devices()
+    assert [str(d) for d in chosen] == ["cpu"] and "\n" not in notice
+    assert "onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1 are both installed" in notice
+    assert notice.endswith("to use it: pip install --force-reinstall --no-deps onnxruntime-gpu==1.31.1)")
