@@ -14,7 +14,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
 
 
 def test_readme_renders_a_bundled_sample():
-    command = readme_command("lipsync render samples/")
+    command = readme_command("pip install . && lipsync render samples/")
     sample = command.split("lipsync render ")[1].split()[0]
     assert (REPO / sample).is_file() and "--character alice" in command
 
