@@ -357,6 +357,7 @@ class LiveSession:
                 self._underran_last = underrun
                 if u.end() == k + 1:
                     self._last_end = k + 1
+                    slot.last = True
             elif self._frame_at(now) > k or any(v.start > k for v in self._utterances):
                 rate = self.options.return_rate
                 silence = np.zeros(sample_of(k + 1, self.fps, rate) - sample_of(k, self.fps, rate), np.float32)
@@ -416,7 +417,7 @@ class LiveSession:
             image, latency = picture(slot, self._compositor)
             frame = LiveFrame(slot.index, slot.generation, slot.speech, image, slot.audio,
                               float(slot.index / self.fps), self.due(slot.index), self.clock(), latency,
-                              slot.underrun)
+                              slot.underrun, slot.last)
             with self._cond:
                 if slot.generation == self._generation:
                     self._out.append(frame)
