@@ -14,7 +14,7 @@ nox.options.sessions = ["tests"]
 # protobuf run there.
 PIPECAT_TESTS = sorted(str(p) for p in Path("tests").glob("test_pipecat*.py"))
 ENVIRONMENTS = {
-    "main": (".[test,ray]", [["-m", "not pipecat"]]),
+    "main": (".[test,ray,livekit]", [["-m", "not pipecat"]]),  # LiveKit's classes for tests/test_livekit.py
     "pipecat": (".[test,pipecat]", [["-m", "pipecat", *PIPECAT_TESTS],
                                     ["tests/test_grpc.py", "tests/test_grpc_live.py"]]),
 }
@@ -34,7 +34,7 @@ def tests(session: nox.Session, env: str) -> None:
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
     """Check the code with ruff, and its types with mypy (with the real dependencies installed)."""
-    session.install("-e", ".[test,ray]", "ruff>=0.5", "mypy>=1.8", "types-tqdm")
+    session.install("-e", ".[test,ray,livekit]", "ruff>=0.5", "mypy>=1.8", "types-tqdm")
     session.run("ruff", "check", "lipsync_cli", "tests", "noxfile.py", "scripts")
     session.run("mypy", "lipsync_cli")
 
