@@ -63,3 +63,13 @@ def loadtest(session: nox.Session) -> None:
                 "--interrupt-every", "17", "--devices", "cpu", "--json", "loadtest-results/two.json")
     session.run("lipsync", "loadtest", "--sessions", "4", "--idle", "--seconds", "20", "--devices", "cpu",
                 "--json", "loadtest-results/idle.json")
+
+
+@nox.session(default=False)
+def livekit(session: nox.Session) -> None:
+    """The LiveKit figures: alice through AvatarRunner into a stand-in room, 1 then 2 avatars at once (fps,
+    audio continuity, time to the first frame); JSON in bench-results/livekit-alice-cpu.json."""
+    session.install("-e", ".[livekit]")
+    session.run("python", "-c", "import pathlib; pathlib.Path('bench-results').mkdir(exist_ok=True)")
+    session.run("python", "scripts/livekit_figures.py", "--json", "bench-results/livekit-alice-cpu.json",
+                *session.posargs)

@@ -457,3 +457,36 @@ def test_in_a_real_room_a_second_participant_sees_the_face_and_hears_the_voice(r
     assert voice_out.spoken and not any(f.width * 9 != f.height * 16 for f in received["video"])
     heard = np.concatenate([np.frombuffer(f.data, np.int16) for f in received["audio"]])
     assert np.abs(heard).max() > 1000  # the voice came through (Opus: not sample for sample)
+
+
+def test_the_avatar_session_tells_the_agent_session_when_the_face_broke(runtime, tmp_path, caplog):
+    """The first answer breaks the live session (a UNet giving NaN): the answer still finishes playing for
+    the agent; at the next answer the runner raises it and the agent session gets an `error` event."""
+    from livekit.agents import Agent, AgentSession
+
+    from .models import load, nan_output
+
+    broken = character_with(tmp_path, "broken", unet=nan_output(load("unet")))
+    errors: list = []
+
+    async def run():
+        room = StandInRoom()
+        session = AgentSession(llm=StandInLLM("Hi there."), tts=StandInTTS())
+        session.on("error", errors.append)
+        avatar = LipsyncAvatarSession(str(broken), runtime=runtime, device="cpu")
+        await avatar.start(session, room)
+        try:
+            await session.start(agent=Agent(instructions="Answer briefly."))
+            first = session.generate_reply(user_input="Hello?")
+            await asyncio.wait_for(first.wait_for_playout(), 120)
+            session.generate_reply(user_input="Are you there?")
+            await until(lambda: bool(errors), 120)
+            await until(lambda: len(room.local_participant.frames(rtc.LocalVideoTrack)) >= 25)
+        finally:
+            await session.aclose()
+            await avatar.aclose()
+            await room.local_participant.aclose()
+
+    with caplog.at_level("ERROR", logger="lipsync.livekit"):
+        asyncio.run(run())
+    assert errors[0].source.character_name == str(broken) and "produced NaN" in str(errors[0].error)
