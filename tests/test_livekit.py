@@ -156,6 +156,32 @@ def test_clear_buffer_ends_the_segment_and_nothing_of_it_comes_after(runtime):
     assert sum(isinstance(a, AudioSegmentEnd) for a in again) == 1
 
 
+def test_segments_that_follow_each_other_end_each_after_its_own_last_frame(runtime):
+    """Two answers sent back to back play with no idle frame between: each AudioSegmentEnd still comes right
+    after its own segment's last frame (the frame says it is the last of its utterance)."""
+    a, b = voice(0.5, seed=1), voice(0.4, seed=2)
+    counts = [math.ceil(len(x) / 24000 * FPS) for x in (a, b)]
+
+    async def run():
+        gen = generator(runtime)
+        reader = Reader(gen)
+        try:
+            for x in (a, b):
+                for frame in audio_frames(x):
+                    await gen.push_audio(frame)
+                await gen.push_audio(AudioSegmentEnd())
+            return await reader.take(2 * sum(counts) + 2)
+        finally:
+            await gen.aclose()
+
+    out = asyncio.run(run())
+    expected = [rtc.VideoFrame, rtc.AudioFrame] * counts[0] + [AudioSegmentEnd] + \
+        [rtc.VideoFrame, rtc.AudioFrame] * counts[1] + [AudioSegmentEnd]
+    assert [type(v) for v in out] == expected
+    audio = np.concatenate([pcm(v) for v in out[: 2 * counts[0]] if isinstance(v, rtc.AudioFrame)])
+    assert np.array_equal(audio[: len(a)], a) and not audio[len(a) :].any()
+
+
 def test_two_generators_of_different_characters_on_one_runtime_each_give_their_own_frames(runtime, tmp_path):
     import soundfile as sf
 
@@ -238,10 +264,10 @@ def record_pushes(runner: AvatarRunner) -> list:
     return pushed
 
 
-def voice_in_room(room: StandInRoom, x: np.ndarray, seconds: float = 0.08) -> bool:
-    """The published audio holds the first `seconds` of the voice, sample for sample, after the silence of the
-    idle frames (the audio source takes 100 ms ahead, so those come out together whatever the machine's
-    speed)."""
+def voice_in_room(room: StandInRoom, x: np.ndarray, seconds: float = 0.04) -> bool:
+    """The published audio holds the voice's first frame (40 ms, handed to the audio source at once, so they
+    come out together whatever the machine's speed), sample for sample, after the silence of the idle
+    frames."""
     heard = published_audio(room)
     start = np.flatnonzero(heard)
     n = int(24000 * seconds)

@@ -252,20 +252,26 @@ class LipsyncVideoGenerator(VideoGenerator):
                   self.character.name, exc, exc_info=exc)
         if exc is not self._raised:
             self._failure = exc
-        broken, self._session = self._session, None
+        broken = self._session  # stays in place (pushes raise its failure) until a new one is open
         self._take = None
         if self._open_segments:
             yield AudioSegmentEnd()
         self._speaking, self._ends, self._open_segments, self._end_now = False, 0, 0, False
-        if broken is not None:
-            await asyncio.to_thread(broken.close)
+        try:
+            async for item in self._reopen(last_video):
+                yield item
+        finally:
+            if broken is not None:
+                await asyncio.to_thread(broken.close)
+
+    async def _reopen(self, last_video: rtc.VideoFrame | None) -> AsyncIterator[Item]:
         while not self._closed:
             opening = asyncio.ensure_future(asyncio.to_thread(self._open))
             deadline = time.monotonic() + _RETRY_S
             while not opening.done():
                 if last_video is not None:
                     yield last_video  # the AVSynchronizer paces these at the character's fps
-                await asyncio.sleep(min(float(1 / self.fps), max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(float(1 / self.fps))
             try:
                 self._session = opening.result()
                 return
