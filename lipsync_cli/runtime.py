@@ -25,11 +25,13 @@ from lipsync_cli.models.devices import (
     cuda_device_count,
     cuda_install_hint,
     cuda_unavailable_reason,
+    openvino_device,
     parse_devices,
 )
+from lipsync_cli.models.precision import Precision
 from lipsync_cli.models.processing import COMPOSITE, PREPARE
 from lipsync_cli.models.registry import Budget, Eviction, MemoryReader, ModelRegistry, SessionCreator
-from lipsync_cli.models.sessions import SessionMaker, default_threads
+from lipsync_cli.models.sessions import SessionMaker, default_threads, precision_refusal
 from lipsync_cli.resources import cache_root
 
 
@@ -80,6 +82,7 @@ class Runtime:
         self._characters: dict[tuple, Character] = {}
         self._shared: dict[object, list] = {}  # key -> [object, users, lock]
         self._shared_lock = threading.Lock()
+        self._hashes: dict[tuple, str] = {}
 
     def notify(self, message: str) -> None:
         with self._lock:
@@ -105,16 +108,23 @@ class Runtime:
                     self._devices = parse_devices(self.config.devices, count)
             return self._devices, self._devices_notice
 
-    def resolve(self, request: DeviceRequest, files: Sequence[Path], name: str) -> tuple[Device, str | None]:
-        """Where a job's models run, and a notice when `auto` fell back to the CPU. An explicit GPU that cannot
-        be used raises DeviceError; a GPU is accepted only once a session really runs on it."""
+    def resolve(self, request: DeviceRequest, files: Sequence[Path], name: str, precision: Precision = "fp32"
+                ) -> tuple[Device, str | None]:
+        """Where a job's models run, and a notice when `auto` fell back to the CPU. An explicit GPU or OpenVINO
+        device that cannot be used raises DeviceError; a GPU is accepted only once a session really runs on it."""
         if request.kind == "cpu":
             return CPU, None
+        if request.kind == "openvino":
+            device = openvino_device(request.target)
+            refusal = precision_refusal(device, precision)
+            if refusal is not None:
+                raise DeviceError(f"{device} cannot be used: {refusal}", option="device")
+            return device, None
         if request.kind == "cuda":
             device = Device("cuda", request.index)
             self._check_gpu(device)
             try:
-                with self.registry.lease(files, device, name):
+                with self.registry.lease(files, device, name, precision=precision):
                     return device, None
             except DeviceError as exc:
                 if cuda_unavailable_reason() is None:
@@ -125,7 +135,7 @@ class Runtime:
         if not device.is_cuda:
             return device, notice
         try:
-            with self.registry.lease(files, device, name):
+            with self.registry.lease(files, device, name, precision=precision):
                 return device, None
         except DeviceError as exc:
             return CPU, gpu_unusable(str(exc).split(": ", 1)[-1])
@@ -146,13 +156,33 @@ class Runtime:
                               option="device")
 
     def bind_on(self, device: Device) -> Device | None:
-        """The device to bind a model's buffers on, or None to let onnxruntime allocate per call."""
+        """The device to bind a model's buffers on, or None to let onnxruntime allocate per call (always for
+        OpenVINO's sessions: IO binding is onnxruntime's)."""
+        if device.backend != "onnxruntime":
+            return None
         wanted = device.is_cuda if self.config.io_binding is None else self.config.io_binding
         return device if wanted else None
 
     def processes_on(self, device: Device) -> bool:
-        """Whether the crops' preparation and the compositing run as graphs on the UNet's device."""
+        """Whether the crops' preparation and the compositing run as graphs on the UNet's device (onnxruntime's
+        devices only: the graphs share buffers with the UNet's IO binding)."""
+        if device.backend != "onnxruntime":
+            return False
         return device.is_cuda if self.config.device_processing is None else self.config.device_processing
+
+    def file_sha256(self, path: Path) -> str:
+        """A file's sha256, computed once per runtime while its size and modification time stay the same."""
+        from lipsync_cli.characters.variants import sha256_file
+
+        stat = Path(path).stat()
+        key = (Path(path).resolve(), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            known = self._hashes.get(key)
+        if known is None:
+            known = sha256_file(Path(path))
+            with self._lock:
+                self._hashes[key] = known
+        return known
 
     def processing_sessions(self, device: Device) -> tuple:
         """The pre- and post-processing graphs' sessions on `device`, made once. They are a few kilobytes, so

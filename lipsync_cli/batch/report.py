@@ -31,6 +31,7 @@ class JobRecord:
     wall_seconds: float | None = None
     device: str | None = None
     error: str | None = None
+    precision: str | None = None  # what it renders with: fp32, or the variant's precision
     attempts: list[dict] | None = None  # on a cluster: where each attempt ran, and why one was retried
 
     @property

@@ -85,6 +85,7 @@ class Batch:
             if planned.notice:
                 self.runtime.notify(planned.notice)
             record.character, record.device = planned.character.name, str(planned.device)
+            record.precision = planned.precision
             record.frames, record.audio_seconds = planned.frames, planned.audio.duration
         self._refuse_outputs_that_are_inputs()
         return self.records
@@ -129,7 +130,7 @@ class Batch:
                 index.check(planned.output)
             except LipsyncError as exc:
                 del self.plans[record.index]
-                record.frames = record.audio_seconds = record.device = None
+                record.frames = record.audio_seconds = record.device = record.precision = None
                 self._refuse(record, exc)
 
     def _refuse(self, record: JobRecord, exc: LipsyncError) -> None:

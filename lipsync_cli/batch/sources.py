@@ -15,6 +15,7 @@ from pathlib import Path
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import parse_device
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.render.jobs import RenderJob, RenderOptions, as_blend, as_window_end
 
 # What a folder is scanned for: audio formats (soundfile's and, through ffmpeg, the common containers); video
@@ -23,7 +24,7 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
                   ".m4a", ".aac", ".wma", ".weba"}
 DEFAULT_NAME = "{stem}_{character}.mp4"
 JOB_COLUMNS = ("audio", "character", "output", "device", "batch_size", "blend", "crf", "preset", "codec",
-               "window_end")
+               "window_end", "precision")
 NAME_FIELDS = ("stem", "character", "index")
 MAX_NAME_BYTES = 255  # a file name's limit on Linux, macOS and Windows file systems
 MAX_PATH_BYTES = 4096  # a path's limit on Linux (PATH_MAX)
@@ -125,6 +126,8 @@ def _option(options: RenderOptions, column: str, value: str) -> RenderOptions:
         return replace(options, blend=as_blend(value))
     if column == "window_end":
         return replace(options, window_end=as_window_end(value))
+    if column == "precision":
+        return replace(options, precision=as_precision_request(value))
     encode = options.encode
     if column == "crf":
         return replace(options, encode=replace(encode, crf=_whole(column, value)))

@@ -24,11 +24,14 @@ from lipsync_cli.characters.manifest import Character
 from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.compositing.seam import seam_scores
 from lipsync_cli.encoding.ffmpeg import EncodeSettings, ffmpeg_exe
-from lipsync_cli.models.devices import DeviceRequest, parse_device
+from lipsync_cli.models.devices import DeviceRequest, request_for
 from lipsync_cli.models.inference import AudioEncoder, MouthModel
+from lipsync_cli.models.precision import PrecisionRequest, as_precision_request
 from lipsync_cli.render import RenderJob, RenderOptions, default_batch, execute, plan
 from lipsync_cli.render.jobs import BLENDS
 from lipsync_cli.render.pipeline import PipelineOptions, frame_count, render_frames
+from lipsync_cli.render.planning import notice_of
+from lipsync_cli.render.precision import resolve_models
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
@@ -42,6 +45,7 @@ class BenchOptions:
     in_flight: tuple[int, ...] = LEVELS  # renders at once for the aggregate speed; () skips it
     io_binding: bool | None = None  # None: the runtime's default (on a GPU)
     device_processing: bool | None = None
+    precision: PrecisionRequest = "auto"  # the character's float models or one of its checked variants
 
 
 def transcode_seconds(template: Path, frames: int, settings: EncodeSettings, out: Path) -> float:
@@ -66,8 +70,9 @@ def run_bench(character: Character, device: DeviceRequest, options: BenchOptions
         with Runtime(config) as runtime:
             report = _bench(runtime, Path(tmp), character, device, options, say)
         if options.in_flight:
-            request = parse_device(report.device)  # where the stages ran, not `auto` again
-            job_options = RenderOptions(request, report.batch_size, options.blend, options.encode, overwrite=True)
+            request = report.request  # where the stages ran, not `auto` again
+            job_options = RenderOptions(request, report.batch_size, options.blend, options.encode, overwrite=True,
+                                        precision=as_precision_request(report.precision))
             report.in_flight_fps = in_flight_fps(config, Path(tmp), str(character.root), job_options,
                                                  min(options.seconds, 2.0), options.in_flight, say)
         return report
@@ -76,8 +81,10 @@ def run_bench(character: Character, device: DeviceRequest, options: BenchOptions
 def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: DeviceRequest, options: BenchOptions,
            say: Callable[[str], None]) -> BenchReport:
     seconds, settings = options.seconds, options.encode
-    files = (character.audio_encoder, character.model)
-    resolved, notice = runtime.resolve(device, files, character.name)
+    chosen = resolve_models(runtime, character, device, options.precision)
+    character, resolved = chosen.character, chosen.device
+    files = character.model_files
+    notice = notice_of(chosen)
     if notice:
         say(f"note: {notice}")
     batch_size = options.batch_size or default_batch(resolved)
@@ -88,8 +95,8 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
 
     def whole_render(rt: Runtime, name: str, on_event=None):
         job = RenderJob(audio, str(character.root), tmp_path / name,
-                        RenderOptions(DeviceRequest(resolved.kind, resolved.index), batch_size, options.blend,
-                                      settings, overwrite=True))
+                        RenderOptions(request_for(resolved), batch_size, options.blend, settings, overwrite=True,
+                                      precision=character.precision))
         return execute(plan(job, rt), rt, on_event)
 
     say("first render (template decoded and prepared)")
@@ -99,7 +106,7 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
     with Runtime(runtime.config) as fresh:
         warm = whole_render(fresh, "warm.mp4")
 
-    with runtime.registry.lease(files, resolved, character.name) as lease:
+    with runtime.registry.lease(files, resolved, character.name, precision=character.precision) as lease:
         bind_on = runtime.bind_on(resolved)
         encoder = AudioEncoder(lease.sessions[0], character.encoder_contract, bind_on)
         unet = MouthModel(lease.sessions[1], character.unet_contract, bind_on=bind_on)
@@ -123,7 +130,7 @@ def _bench(runtime: Runtime, tmp_path: Path, character: Character, device: Devic
                        n16 / 16000, result.frames, f"{character.video.width}x{character.video.height}",
                        stages, result.elapsed, transcode, usage, cold.elapsed, warm.elapsed, seam,
                        blend=options.blend, io_binding=runtime.bind_on(resolved) is not None,
-                       device_processing=runtime.processes_on(resolved))
+                       device_processing=runtime.processes_on(resolved), precision=character.precision)
 
 
 def seam_by_blend(runtime: Runtime, character: Character, audio: Path, device, batch_size: int,

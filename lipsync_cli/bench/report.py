@@ -73,6 +73,14 @@ class BenchReport:
     blend: str = "match"
     io_binding: bool = False
     device_processing: bool = False
+    precision: str = "fp32"  # the character's float models, or the variant's precision
+
+    @property
+    def request(self):
+        """The request that runs on exactly the device measured."""
+        from lipsync_cli.models.devices import parse_device
+
+        return parse_device(self.device)
 
     @property
     def fps(self) -> float:

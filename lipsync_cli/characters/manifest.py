@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import cast
@@ -17,10 +17,12 @@ from typing import cast
 import cv2
 import numpy as np
 
+from lipsync_cli.characters.variants import Variant, parse_variants
 from lipsync_cli.errors import CharacterError, LipsyncError, RenderError
 from lipsync_cli.features.layouts import Layout
 from lipsync_cli.features.windows import parse_fps
 from lipsync_cli.models.contracts import EncoderContract, UNetContract, check_audio_encoder, check_unet
+from lipsync_cli.models.precision import Precision
 from lipsync_cli.models.sessions import read_signature
 from lipsync_cli.resources import bundled_dir
 from lipsync_cli.specs import (  # noqa: F401  (CropSpec, InputSpec, AudioSpec: also read from here)
@@ -38,7 +40,7 @@ from lipsync_cli.specs import (  # noqa: F401  (CropSpec, InputSpec, AudioSpec: 
 MANIFEST = "character.toml"
 MIN_FPS, MAX_FPS = 1, 240
 _TOP_KEYS = {"name", "fps", "fps_override", "first_frame", "template", "boxes", "protect", "model", "audio_encoder",
-             "crop", "input", "audio"}
+             "crop", "input", "audio", "variants"}
 _SECTIONS = {
     "crop": {"size", "border"},
     "input": {"channels", "color", "mask"},
@@ -72,6 +74,21 @@ class Character:
     boxes_path: Path | None = None
     first_frame: int = 0  # the template frame of output frame 0 (the ping-pong walk starts there)
     protect: Path | None = None  # a folder of per-frame masks (N.png): pure blue or white pixels keep the template
+    variants: tuple[Variant, ...] = ()  # optimised variants named in the manifest (`lipsync characters optimize`)
+    precision: Precision = "fp32"  # what this object renders with: its float models, or one variant's
+
+    @property
+    def model_files(self) -> tuple[Path, Path]:
+        """The files its sessions are made of: (audio encoder, UNet)."""
+        return self.audio_encoder, self.model
+
+    def with_variant(self, variant: Variant) -> Character:
+        """The same character rendering with `variant`'s files and precision (their contracts are the float
+        models': a QDQ model keeps float inputs and outputs)."""
+        model, encoder = self.root / variant.model, self.root / variant.audio_encoder
+        return replace(self, model=model, audio_encoder=encoder, precision=variant.precision,
+                       unet_contract=replace(self.unet_contract, path=model),
+                       encoder_contract=replace(self.encoder_contract, path=encoder))
 
     @property
     def template_spec(self) -> TemplateSpec:
@@ -166,6 +183,8 @@ def _read_manifest(root: Path) -> dict:
             unknown += [f"{section}.{k}" for k in sorted(set(data[section]) - keys)]
     if unknown:
         raise CharacterError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    if "variants" in data and not isinstance(data["variants"], list):
+        raise CharacterError(f"{path}: 'variants' must be an array of tables ([[variants]])")
     for key in ("template", "boxes", "model", "audio_encoder"):
         if not isinstance(data.get(key), str):
             raise CharacterError(f"{path}: '{key}' must be given as a file name")
@@ -304,8 +323,9 @@ def load_character(name_or_path: str | Path) -> Character:
     encoder_contract = check_audio_encoder(read_signature(encoder), encoder)
     unet_contract = check_unet(read_signature(model), model, crop.inner)
     name = data.get("name", root.name)
+    variants = parse_variants(data.get("variants"), root / MANIFEST)
     return Character(str(name), root, fps, template, boxes, model, encoder, crop, input_spec, audio, video,
-                     encoder_contract, unet_contract, boxes_path, first_frame, protect)
+                     encoder_contract, unet_contract, boxes_path, first_frame, protect, variants)
 
 
 def check_character(path: Path) -> tuple[Character | None, str]:

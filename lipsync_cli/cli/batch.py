@@ -10,6 +10,8 @@ import typer
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, JOB_COLUMNS, read_job_file
 from lipsync_cli.cli.batching import (
+    DEVICE_HELP,
+    DEVICE_METAVAR,
     BatchSize,
     BlendOption,
     Cluster,
@@ -28,6 +30,7 @@ from lipsync_cli.cli.batching import (
     NoCache,
     OutputDir,
     Overwrite,
+    PrecisionOption,
     Preset,
     Report,
     Retries,
@@ -40,6 +43,7 @@ from lipsync_cli.cli.batching import (
 from lipsync_cli.cli.common import Debug, run_reporting
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.models.devices import parse_device
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.render import RenderOptions
 from lipsync_cli.render.jobs import as_blend
 
@@ -50,9 +54,9 @@ def batch_command(
                                               "relative to the file.", show_default=False)],
     output_dir: OutputDir = None,
     name: NamePattern = DEFAULT_NAME,
-    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
-                                        help="Default device of a job: auto, cpu, cuda or "
-                                        "cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", "-d", metavar=DEVICE_METAVAR,
+                                        help="Default device of a job: " + DEVICE_HELP)] = "auto",
+    precision: PrecisionOption = "auto",
     batch_size: BatchSize = None,
     blend: BlendOption = "match",
     crf: Crf = 18,
@@ -81,7 +85,8 @@ def batch_command(
 
     def work() -> int:
         defaults = RenderOptions(parse_device(device), batch_size, as_blend(blend),
-                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
+                                 EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite,
+                                 precision=as_precision_request(precision))
         entries = read_job_file(jobs_file, defaults)
         settings = BatchSettings(output_dir, name, keep_going, skip_existing, jobs)
         config = runtime_config(devices, max_models, max_memory, eviction, cache=not no_cache)

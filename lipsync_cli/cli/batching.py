@@ -31,6 +31,13 @@ BlendOption = Annotated[str, typer.Option("--blend", metavar="match|feather|hard
                                           help="match (feather after matching the patch's colours to the template: "
                                                "no visible box even when a model's colours drift), feather (soft "
                                                "edge), or hard (paste).")]
+PrecisionOption = Annotated[str, typer.Option("--precision", metavar="auto|fp32|int8|bf16|fp16",
+                                              help="Models to render with: auto (the fastest variant that passed "
+                                              "its check and runs on this device, else the float models), fp32 "
+                                              "(the float models), or a variant made by lipsync characters "
+                                              "optimize.")]
+DEVICE_HELP = "auto, cpu, cuda, cuda:N, openvino or openvino:TARGET (GPU, NPU; needs lipsync-cli[openvino])."
+DEVICE_METAVAR = "auto|cpu|cuda:N|openvino"
 Crf = Annotated[int, typer.Option("--crf", metavar="0-51", help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")]
 Preset = Annotated[str | None, typer.Option("--preset", metavar="NAME", help="Encoder preset (default veryfast for "
                                             "libx264, p4 for h264_nvenc).", show_default=False)]

@@ -46,6 +46,7 @@ _FLAGS = {
     "max_memory": ("the memory budget", "--max-memory"), "eviction": ("eviction policy", "--eviction"),
     "dtype": ("dtype", "--dtype"), "jobs": ("jobs per device", "--jobs"), "name": ("name pattern", "--name"),
     "report": ("report", "--report"), "window_end": ("window end", "--window-end"),
+    "precision": ("precision", "--precision"),
     "codec": ("codec", "--codec"), "preset": ("preset", "--preset"), "crf": ("crf", "--crf"),
 }
 

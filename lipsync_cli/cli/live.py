@@ -10,7 +10,7 @@ from typing import Annotated, cast
 import typer
 
 from lipsync_cli.audio.loading import AudioInfo, probe_audio
-from lipsync_cli.cli.batching import BlendOption
+from lipsync_cli.cli.batching import DEVICE_HELP, DEVICE_METAVAR, BlendOption, PrecisionOption
 from lipsync_cli.cli.common import Debug, err_console, is_interactive, print_note, run_reporting, settle_heap
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.errors import InputError
@@ -19,6 +19,7 @@ from lipsync_cli.live.broadcast import PcmFormat, Progress, broadcast, file_chun
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE
 from lipsync_cli.live.stream_out import StreamOutput, parse_target
 from lipsync_cli.models.devices import parse_device
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.render.jobs import as_blend
 from lipsync_cli.render.planning import resolve_character
 from lipsync_cli.runtime import Runtime, RuntimeConfig
@@ -43,8 +44,8 @@ def live_command(
                                                      "character's look-ahead + 350 ms).", show_default=False)] = None,
     chunk_ms: Annotated[float, typer.Option("--chunk-ms", metavar="MS", help="A file is pushed in chunks of this "
                                             "length, each at its time.")] = 40.0,
-    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
-                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", "-d", metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = "auto",
+    precision: PrecisionOption = "auto",
     blend: BlendOption = "match",
     crf: Annotated[int, typer.Option("--crf", metavar="0-51", help="x264 quality (lower is better).")] = 20,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
@@ -74,7 +75,8 @@ def live_command(
         audio_rate = file_rate(info) if info is not None else rate
         options = LiveOptions(rate=audio_rate, return_rate=audio_rate, latency_ms=latency_ms,
                               start="first_audio" if info is not None else "now",
-                              device=parse_device(device, None), blend=as_blend(blend))
+                              device=parse_device(device, None), blend=as_blend(blend),
+                              precision=as_precision_request(precision))
         with Runtime(RuntimeConfig(devices="auto" if device == "auto" else device), notify=notify) as runtime:
             found = resolve_character(runtime, character)
             video = found.video

@@ -18,6 +18,8 @@ from lipsync_cli.batch.report import JobRecord
 from lipsync_cli.batch.runner import DEFAULT_JOBS, BatchSettings
 from lipsync_cli.batch.sources import DEFAULT_NAME, Entry, drop_repeats, expand_audio
 from lipsync_cli.cli.batching import (
+    DEVICE_HELP,
+    DEVICE_METAVAR,
     BatchSize,
     BlendOption,
     Cluster,
@@ -36,6 +38,7 @@ from lipsync_cli.cli.batching import (
     NoCache,
     OutputDir,
     Overwrite,
+    PrecisionOption,
     Preset,
     Report,
     Retries,
@@ -50,6 +53,7 @@ from lipsync_cli.cli.progress import BatchProgress
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import AudioError, InputError
 from lipsync_cli.models.devices import parse_device
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.render import FramesDone, RenderEvent, RenderJob, RenderOptions, Started, execute, plan
 from lipsync_cli.render.jobs import as_blend
 from lipsync_cli.runtime import Runtime, RuntimeConfig
@@ -73,8 +77,8 @@ def render_command(
     name: NamePattern = DEFAULT_NAME,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Take audio files from subfolders too.")
                          ] = False,
-    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
-                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", "-d", metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = "auto",
+    precision: PrecisionOption = "auto",
     gpu: Annotated[int | None, typer.Option("--gpu", metavar="N",
                                             help="Short for --device cuda:N.", show_default=False)] = None,
     batch_size: BatchSize = None,
@@ -106,7 +110,8 @@ def render_command(
 
     def work() -> int:
         options = RenderOptions(parse_device(device, gpu), batch_size, as_blend(blend),
-                                EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite)
+                                EncodeSettings(codec=codec, preset=preset, crf=crf), overwrite,
+                                precision=as_precision_request(precision))
         if "-" not in audio:
             inputs, repeats = drop_repeats(expand_audio(audio, recursive))
             if repeats and not quiet:
@@ -195,6 +200,7 @@ def _render_one(job: RenderJob, config: RuntimeConfig, quiet: bool) -> None:
     if not quiet:
         err_console.print(
             f"{result.frames} frames ({result.audio_seconds:.2f} s of audio) in {result.elapsed:.2f} s: "
-            f"{result.fps:.1f} fps, {result.realtime:.2f}x real time on {result.device} -> {result.output}",
+            f"{result.fps:.1f} fps, {result.realtime:.2f}x real time on {result.device}"
+            f"{'' if result.precision == 'fp32' else ' in ' + result.precision} -> {result.output}",
             soft_wrap=True,
         )

@@ -23,8 +23,9 @@ def serve_command(
     characters: Annotated[list[str] | None, typer.Option("--characters", metavar="DIR", help="A folder of characters "
                                                          "to serve (repeatable) [default: ./characters and the "
                                                          "bundled ones].", show_default=False)] = None,
-    devices: Annotated[str | None, typer.Option("--devices", metavar="LIST", help="auto, cpu, cuda:0,cuda:1 or "
-                                                "cuda:all [default: auto].", show_default=False)] = None,
+    devices: Annotated[str | None, typer.Option("--devices", metavar="LIST", help="auto, cpu, cuda:0,cuda:1, "
+                                                "cuda:all or openvino[:TARGET] [default: auto].", show_default=False)
+                       ] = None,
     max_sessions: Annotated[int | None, typer.Option("--max-sessions", metavar="N", help="Live sessions at once, in "
                                                      "total [default: 4].", show_default=False)] = None,
     max_sessions_per_device: Annotated[int | None, typer.Option("--max-sessions-per-device", metavar="N",
@@ -49,6 +50,11 @@ def serve_command(
                                                    "JSON [default: text].", show_default=False)] = None,
     jpeg_quality: Annotated[int | None, typer.Option("--jpeg-quality", metavar="1-100", help="Quality of JPEG "
                                                      "frames [default: 75, the seed's].", show_default=False)] = None,
+    precision: Annotated[str | None, typer.Option("--precision", metavar="auto|fp32|int8|bf16|fp16",
+                                                  help="Models of the live sessions: auto (each character's fastest "
+                                                  "checked variant for the device) [default: auto], fp32, or a "
+                                                  "variant made by lipsync characters optimize.",
+                                                  show_default=False)] = None,
     capacity: Annotated[Path | None, typer.Option("--capacity", metavar="FILE", help="Sessions per device from a "
                                                   "measured capacity: the JSON of lipsync loadtest --find-capacity.",
                                                   show_default=False)] = None,
@@ -69,7 +75,7 @@ def serve_command(
                  "no_auth": no_auth or None, "allow_origin": tuple(allow_origin) if allow_origin else None,
                  "session_max_seconds": session_max_seconds, "log_format": log_format,
                  "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality,
-                 "grpc_port": grpc_port}
+                 "grpc_port": grpc_port, "precision": precision}
         settings = replace(settings, **{k: v for k, v in given.items() if v is not None}).with_capacity().checked()
         with Runtime(runtime_config(settings, parse_size)) as runtime:
             serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))

@@ -10,6 +10,7 @@ import numpy as np
 
 from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.models.devices import DeviceRequest
+from lipsync_cli.models.precision import PrecisionRequest
 
 MIN_RATE, MAX_RATE = 8_000, 48_000
 
@@ -32,6 +33,7 @@ class LiveOptions:
     batch_frames: int | None = None  # most frames per UNet call (None: the device's default batch)
     batch_wait_ms: float = 8.0  # how long a UNet call waits for more frames (of any session) once one is ready
     micro_batching: bool = True  # sessions of one character on one device share their UNet calls
+    precision: PrecisionRequest = "auto"  # the character's float models or a checked variant (render/precision.py)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from lipsync_cli.live.timing import lookahead_seconds
 from lipsync_cli.live.utterance import Utterance, sample_of
 from lipsync_cli.render.compositor import Compositor
 from lipsync_cli.render.jobs import default_batch
-from lipsync_cli.render.planning import resolve_character, resolve_device
+from lipsync_cli.render.planning import notice_of, resolve_character
+from lipsync_cli.render.precision import resolve_models
 from lipsync_cli.render.renderer import FrameRenderer, Patch
 from lipsync_cli.runtime import Runtime
 
@@ -56,8 +57,9 @@ class LiveSession:
                  clock: Clock = time.monotonic) -> None:
         for name, rate in (("rate", options.rate), ("return_rate", options.return_rate)):
             _check_rate(rate, name)
-        self.character = resolve_character(runtime, character) if isinstance(character, str) else character
-        self.device, self.notice = resolve_device(runtime, self.character, options.device)
+        found = resolve_character(runtime, character) if isinstance(character, str) else character
+        resolved = resolve_models(runtime, found, options.device, options.precision)
+        self.character, self.device, self.notice = resolved.character, resolved.device, notice_of(resolved)
         self.options, self.clock, self.fps = options, clock, self.character.fps
         self.lookahead = lookahead_seconds(self.character)
         minimum = self.lookahead + options.compute_ms / 1000 + float(1 / self.fps)
@@ -74,8 +76,8 @@ class LiveSession:
         try:
             if options.micro_batching:
                 c = self.character
-                self._shared_key = ("unet-scheduler", c.model, c.audio_encoder, self.device, options.blend, c.input,
-                                    c.crop, c.protect is not None, policy)
+                self._shared_key = ("unet-scheduler", c.model, c.audio_encoder, c.precision, self.device,
+                                    options.blend, c.input, c.crop, c.protect is not None, policy)
                 renderer = lambda: FrameRenderer(runtime, c, self.device, batch, options.blend, LEASE_TIMEOUT)  # noqa: E731
                 self._scheduler = runtime.acquire_shared(
                     self._shared_key, lambda: UNetScheduler(renderer(), policy, owns_renderer=True))

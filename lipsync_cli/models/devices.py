@@ -1,5 +1,8 @@
 """Execution devices: what a job asks for (`DeviceRequest`), where it runs (`Device`), and what this machine
-has (CUDA usable or not, how many GPUs, memory in use on one)."""
+has (CUDA usable or not, how many GPUs, memory in use on one).
+
+A device names a backend too: `cpu` and `cuda:N` run on onnxruntime, `openvino` (= `openvino:CPU`) and
+`openvino:GPU`, `openvino:NPU`, ... on OpenVINO (the extra `lipsync-cli[openvino]`)."""
 
 from __future__ import annotations
 
@@ -15,39 +18,70 @@ import onnxruntime as ort
 from lipsync_cli.errors import DeviceError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda)(?::(\d+))?$")
+_OPENVINO = re.compile(r"^openvino(?::([A-Za-z][A-Za-z0-9_.]*))?$", re.IGNORECASE)
+Backend = Literal["onnxruntime", "openvino"]
 
 
 @dataclass(frozen=True, order=True)
 class Device:
-    """A resolved device: the CPU, or one CUDA GPU."""
+    """A resolved device: the CPU or one CUDA GPU (onnxruntime), or an OpenVINO device (`target`: OpenVINO's
+    own name of it, CPU, GPU, GPU.1, NPU)."""
 
-    kind: Literal["cpu", "cuda"]
+    kind: Literal["cpu", "cuda", "openvino"]
     index: int = 0
+    target: str = ""
 
     def __str__(self) -> str:
+        if self.kind == "openvino":
+            return "openvino" if self.target == "CPU" else f"openvino:{self.target}"
         return "cpu" if self.kind == "cpu" else f"cuda:{self.index}"
 
     @property
     def is_cuda(self) -> bool:
         return self.kind == "cuda"
 
+    @property
+    def backend(self) -> Backend:
+        return "openvino" if self.kind == "openvino" else "onnxruntime"
+
+    @property
+    def on_cpu(self) -> bool:
+        """Whether the models run on this machine's CPU cores (onnxruntime's or OpenVINO's CPU)."""
+        return self.kind == "cpu" or (self.kind == "openvino" and self.target.split(".")[0] == "CPU")
+
 
 CPU = Device("cpu")
 
 
+def openvino_device(target: str = "CPU") -> Device:
+    return Device("openvino", 0, target.upper())
+
+
 @dataclass(frozen=True)
 class DeviceRequest:
-    """What a job asks for: auto (CUDA when it really works, else the CPU), cpu, or one GPU."""
+    """What a job asks for: auto (CUDA when it really works, else the CPU), cpu, one GPU, or an OpenVINO
+    device (`target`)."""
 
-    kind: Literal["auto", "cpu", "cuda"]
+    kind: Literal["auto", "cpu", "cuda", "openvino"]
     index: int = 0
+    target: str = ""
 
     def __str__(self) -> str:
+        if self.kind == "openvino":
+            return str(openvino_device(self.target))
         return self.kind if self.kind != "cuda" else f"cuda:{self.index}"
 
 
+def request_for(device: Device) -> DeviceRequest:
+    """The request that asks for exactly `device`."""
+    return DeviceRequest(device.kind, device.index, device.target)
+
+
 def parse_device(spec: str = "auto", gpu: int | None = None) -> DeviceRequest:
-    """`auto`, `cpu`, `cuda`, `cuda:N`; `gpu=N` is short for cuda:N."""
+    """`auto`, `cpu`, `cuda`, `cuda:N`, `openvino`, `openvino:TARGET`; `gpu=N` is short for cuda:N."""
+    openvino = _OPENVINO.match(spec.strip())
+    if openvino and gpu is None:
+        return DeviceRequest("openvino", 0, (openvino.group(1) or "CPU").upper())
     if gpu is not None:
         if gpu < 0:
             raise DeviceError(f"GPU index must be 0 or more, not {gpu}", option="gpu")
@@ -56,13 +90,14 @@ def parse_device(spec: str = "auto", gpu: int | None = None) -> DeviceRequest:
         return DeviceRequest("cuda", gpu)
     match = _DEVICE.match(spec.strip().lower())
     if not match or (match.group(2) is not None and match.group(1) != "cuda"):
-        raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N", option="device")
+        raise DeviceError(f"unknown device {spec!r}: use auto, cpu, cuda, cuda:N, openvino or openvino:TARGET",
+                          option="device")
     kind = cast(Literal["auto", "cpu", "cuda"], match.group(1))
     return DeviceRequest(kind, int(match.group(2) or 0))
 
 
 def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
-    """A device list: `cpu`, `cuda:0,cuda:1`, `cuda:all` (every GPU found), `cuda` (= cuda:0)."""
+    """A device list: `cpu`, `cuda:0,cuda:1`, `cuda:all` (every GPU found), `cuda` (= cuda:0), `openvino[:TARGET]`."""
     devices: list[Device] = []
     for part in (p.strip().lower() for p in spec.split(",")):
         if part == "cuda:all":
@@ -75,6 +110,9 @@ def parse_devices(spec: str, gpu_count: int) -> tuple[Device, ...]:
             raise DeviceError("auto cannot be part of a device list: name the devices", option="devices")
         if request.kind == "cuda" and gpu_count == 0:
             raise DeviceError(f"{part}: no NVIDIA GPU found on this machine", option="devices")
+        if request.kind == "openvino":
+            devices.append(openvino_device(request.target))
+            continue
         devices.append(CPU if request.kind == "cpu" else Device("cuda", request.index))
     if not devices or len(set(devices)) != len(devices):
         raise DeviceError(f"device list {spec!r} is empty or names a device twice", option="devices")
@@ -213,7 +251,7 @@ class MemoryProbe:
         self._nvml_failed = False
 
     def __call__(self, device: Device) -> int | None:
-        if not device.is_cuda:
+        if not device.is_cuda:  # the CPU, and OpenVINO's devices (an Intel GPU's memory is the host's)
             return _rss_bytes()
         if self._nvml_failed:
             return None

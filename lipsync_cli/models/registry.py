@@ -2,8 +2,10 @@
 budget per device, handed out as leases, evicted LFU or LRU, placed over several devices, with statistics.
 
 A registry *model* is the set of ONNX files one character renders with (its audio encoder and its UNet),
-on one device: they are loaded, counted, leased and evicted together, as the seed counted one model per
-character. `max_models` counts such models per device.
+on one device, in one precision: they are loaded, counted, leased and evicted together, as the seed counted
+one model per character. `max_models` counts such models per device. The precision is part of the key
+because a backend may compute the same files differently (OpenVINO's bfloat16 hint); the creator is asked
+for it only when it is not fp32, so a creator of `(path, device)` serves every float32 model.
 
 Memory is measured, not guessed: around the creation of a model's sessions the registry reads the memory
 in use on the device (the process's resident set on the CPU; the GPU's used memory through NVML on a
@@ -32,12 +34,13 @@ from typing import Any, Literal
 
 from lipsync_cli.errors import Busy, InputError
 from lipsync_cli.models.devices import Device, MemoryProbe
+from lipsync_cli.models.precision import Precision
 
 Eviction = Literal["lfu", "lru"]
 UNMEASURED_FACTOR = 2
 _WAIT = 0.05
 
-SessionCreator = Callable[[Path, Device], Any]
+SessionCreator = Callable[..., Any]  # (path, device) or (path, device, precision)
 MemoryReader = Callable[[Device], "int | None"]
 
 
@@ -70,6 +73,7 @@ class ModelStats:
     frames: int = 0
     inference_seconds: float = 0.0
     last_use: float | None = None  # wall-clock time (seconds since the epoch)
+    precision: str = "fp32"
 
     @property
     def mean_inference_ms(self) -> float | None:
@@ -79,13 +83,14 @@ class ModelStats:
     def to_json(self) -> dict:
         return {"name": self.name, "files": list(self.files), "device": self.device, "bytes": self.bytes,
                 "loads": self.loads, "evictions": self.evictions, "requests": self.requests, "frames": self.frames,
-                "mean_inference_ms": self.mean_inference_ms, "last_use": self.last_use}
+                "mean_inference_ms": self.mean_inference_ms, "last_use": self.last_use, "precision": self.precision}
 
 
 @dataclass(eq=False)
 class _Entry:
     files: tuple[Path, ...]
     device: Device
+    precision: Precision
     charge: int  # bytes counted against the budget: the estimate while loading, then the measurement
     loading: bool = True
     sessions: tuple = ()
@@ -137,7 +142,7 @@ class ModelRegistry:
         files_key = _files_key(files)
         with self._cond:
             for device in candidates:
-                if (files_key, device) in self._entries:
+                if any(k[:2] == (files_key, device) for k in self._entries):
                     return device
             free = [self._free(device) for device in candidates]
             best = [d for d, f in zip(candidates, free, strict=True) if f == max(free)]
@@ -161,11 +166,12 @@ class ModelRegistry:
     # -- leases ------------------------------------------------------------------------------------
     @contextmanager
     def lease(self, files: Sequence[Path], device: Device, name: str | None = None,
-              timeout: float | None = None, count: bool = True) -> Iterator[Lease]:
-        """The sessions of `files` on `device`, loaded if needed; never evicted while the lease is held. While
-        the device's budget is held by other leases this waits for room: for ever, or `timeout` seconds, then
-        raises Busy. `count=False` leaves the request count alone (a lease that only loads the model)."""
-        key = (_files_key(files), device)
+              timeout: float | None = None, count: bool = True, precision: Precision = "fp32") -> Iterator[Lease]:
+        """The sessions of `files` on `device` in `precision`, loaded if needed; never evicted while the lease is
+        held. While the device's budget is held by other leases this waits for room: for ever, or `timeout`
+        seconds, then raises Busy. `count=False` leaves the request count alone (a lease that only loads the
+        model)."""
+        key = (_files_key(files), device, precision)
         entry, mine = self._acquire(key, name, timeout, count)
         if mine:
             self._load(key, entry)
@@ -184,12 +190,12 @@ class ModelRegistry:
 
     def _acquire(self, key: tuple, name: str | None, timeout: float | None = None, count: bool = True
                  ) -> tuple[_Entry, bool]:
-        files, device = key
+        files, device, precision = key
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if key not in self._stats:
                 self._stats[key] = ModelStats(name or files[-1].parent.name, tuple(str(f) for f in files),
-                                              str(device))
+                                              str(device), precision=precision)
             while True:
                 if self._closed:
                     raise RuntimeError("the model registry is closed")
@@ -205,7 +211,7 @@ class ModelRegistry:
                 if entry is None:
                     estimate = self._estimate(key)
                     if self._make_room(device, estimate, exclude=None):
-                        entry = _Entry(files, device, estimate, leases=1, uses=1, touched=self._tick())
+                        entry = _Entry(files, device, precision, estimate, leases=1, uses=1, touched=self._tick())
                         self._entries[key] = entry
                         self._stats[key].requests += count
                         return entry, True
@@ -216,7 +222,7 @@ class ModelRegistry:
                 self._cond.wait(_WAIT)
 
     def _estimate(self, key: tuple) -> int:
-        files, device = key
+        files, device, _ = key
         known = self._stats[key].bytes
         estimate = known or _file_bytes(files) * UNMEASURED_FACTOR
         limit = self.budget.max_memory
@@ -246,7 +252,7 @@ class ModelRegistry:
         return True
 
     def _evict(self, entry: _Entry) -> None:
-        key = (entry.files, entry.device)
+        key = (entry.files, entry.device, entry.precision)
         del self._entries[key]
         entry.sessions = ()
         self._stats[key].evictions += 1
@@ -257,12 +263,13 @@ class ModelRegistry:
             return self._creating.setdefault(device, threading.Lock())
 
     def _load(self, key: tuple, entry: _Entry) -> None:
-        files, device = key
+        files, device, precision = key
+        extra = (precision,) if precision != "fp32" else ()
         try:
             while True:
                 with self._creation_lock(device):  # one measurement at a time per device
                     before = self._memory(device)
-                    sessions = tuple(self._create(f, device) for f in files)
+                    sessions = tuple(self._create(f, device, *extra) for f in files)
                     after = self._memory(device)
                 floor = _file_bytes(files)
                 measured = max(after - before, floor) if before is not None and after is not None \
@@ -301,26 +308,27 @@ class ModelRegistry:
         return self._memory(device)
 
     def loaded(self) -> list[tuple[tuple[Path, ...], Device]]:
+        """(files, device) of every model loaded (once per precision loaded)."""
         with self._cond:
-            return [k for k, e in self._entries.items() if not e.loading]
+            return [k[:2] for k, e in self._entries.items() if not e.loading]
 
     def unload(self, files: Sequence[Path]) -> list[Device]:
         """Drop the sessions of `files` on every device they are loaded on, and return those devices; refused
         (Busy, nothing dropped) while any of them is leased or still loading."""
         files_key = _files_key(files)
         with self._cond:
-            mine = [e for (f, _), e in self._entries.items() if f == files_key]
+            mine = [e for (f, _, _), e in self._entries.items() if f == files_key]
             busy = [e for e in mine if e.leases or e.loading]
             if busy:
-                what = self._stats[(files_key, busy[0].device)].name
+                what = self._stats[(files_key, busy[0].device, busy[0].precision)].name
                 users = sum(e.leases for e in busy)
                 raise Busy(f"{what} is in use ({users} lease(s) on {', '.join(str(e.device) for e in busy)}): "
                            "it can be unloaded once they end")
             for entry in mine:
-                del self._entries[(entry.files, entry.device)]
+                del self._entries[(entry.files, entry.device, entry.precision)]
                 entry.sessions = ()
             self._cond.notify_all()
-            return [e.device for e in mine]
+            return list(dict.fromkeys(e.device for e in mine))
 
     def close(self) -> None:
         """Drop every session (leases still held keep theirs until they end)."""
@@ -328,7 +336,7 @@ class ModelRegistry:
             self._closed = True
             for entry in list(self._entries.values()):
                 if entry.leases == 0 and not entry.loading:
-                    del self._entries[(entry.files, entry.device)]
+                    del self._entries[(entry.files, entry.device, entry.precision)]
                     entry.sessions = ()
             self._cond.notify_all()
 

@@ -1,7 +1,7 @@
-"""The one place where onnxruntime sessions are made: explicit providers, thread settings, an honest CUDA check.
-
-onnxruntime-gpu lists CUDAExecutionProvider even where the CUDA libraries are missing and then silently
-runs on the CPU, so a session counts as CUDA only when it reports that provider first.
+"""The one place where model sessions are made: the session factory. A device names its backend
+(models/backends: onnxruntime for `cpu` and `cuda:N`, OpenVINO for `openvino[:TARGET]`); every session,
+whichever backend made it, answers `run(outputs, feeds)`, `get_inputs()`, `get_outputs()` and
+`get_providers()` as onnxruntime's do, so the registry, its leases and the batching code never ask which.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnxruntime as ort
-
-from lipsync_cli.errors import DeviceError, ModelError
+from lipsync_cli.errors import DeviceError
+from lipsync_cli.models.backends import onnxruntime as ort_backend
 from lipsync_cli.models.devices import (  # noqa: F401  (re-exported: the historical home of these)
     Device,
     DeviceRequest,
     cuda_unavailable_reason,
     parse_device,
 )
+from lipsync_cli.models.precision import Precision
 
 
 def default_threads() -> int:
@@ -28,46 +28,35 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def precision_refusal(device: Device, precision: Precision) -> str | None:
+    """Why `device`'s backend cannot run `precision` there, or None."""
+    if device.backend == "openvino":
+        from lipsync_cli.models.backends import openvino
+
+        return openvino.precision_refusal(device, precision)
+    return ort_backend.precision_refusal(device, precision)
+
+
 @dataclass(frozen=True)
 class SessionMaker:
-    """Creates sessions with this process's thread budget. `threads` is onnxruntime's intra-op pool."""
+    """Creates sessions with this process's thread budget. `threads`: the backend's pool of threads per session."""
 
     threads: int
 
-    def _options(self, optimize: bool = True) -> ort.SessionOptions:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                            else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        options.log_severity_level = 4
-        # idle threads spinning would take the cores that ffmpeg and the other stages need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        return options
+    def __call__(self, path: Path, device: Device, precision: Precision = "fp32"):
+        """A session for `path` on `device`, computing in `precision` (the hint of an OpenVINO session; an
+        onnxruntime session runs the file as it is). Raises DeviceError where the device cannot be used."""
+        if device.backend == "openvino":
+            from lipsync_cli.models.backends import openvino
 
-    def _load(self, path: Path, providers: list, optimize: bool = True) -> ort.InferenceSession:
-        if not path.is_file():
-            raise ModelError(f"{path}: no such model file")
-        try:
-            return ort.InferenceSession(str(path), sess_options=self._options(optimize), providers=providers)
-        except Exception as exc:  # onnxruntime raises its own pybind exception types
-            detail = " ".join(str(exc).split())[:200]
-            raise ModelError(f"{path}: not a loadable ONNX model ({detail})") from None
+            return openvino.session(Path(path), device, self.threads, precision)
+        refusal = ort_backend.precision_refusal(device, precision)
+        if refusal is not None:
+            raise DeviceError(refusal, option="precision")
+        return ort_backend.session(Path(path), device, self.threads)
 
-    def __call__(self, path: Path, device: Device) -> ort.InferenceSession:
-        """A session for `path` on `device`; raises DeviceError if CUDA is not really used."""
-        if not device.is_cuda:
-            return self._load(path, ["CPUExecutionProvider"])
-        reason = cuda_unavailable_reason()
-        if reason:
-            raise DeviceError(f"{device} cannot be used: {reason}", option="device")
-        session = self._load(path, [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"])
-        if session.get_providers()[0] != "CUDAExecutionProvider":
-            raise DeviceError(f"{device} cannot be used: onnxruntime fell back to {session.get_providers()}",
-                              option="device")
-        return session
+    def _load(self, path: Path, providers: list, optimize: bool = True):
+        return ort_backend.load(path, self.threads, providers, optimize)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,6 @@ def execute(plan: RenderPlan, runtime: Runtime, on_event: Callable[[RenderEvent]
     finally:
         writer.abort()
     result = RenderResult(plan.output, writer.frames, plan.audio.duration, time.perf_counter() - started,
-                          str(plan.device))
+                          str(plan.device), plan.precision)
     emit(Finished(job, result))
     return result

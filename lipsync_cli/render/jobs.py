@@ -13,6 +13,7 @@ from lipsync_cli.compositing.blend import Blend
 from lipsync_cli.encoding.ffmpeg import EncodeSettings
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import Device, DeviceRequest
+from lipsync_cli.models.precision import PrecisionRequest
 from lipsync_cli.specs import WindowEnd
 
 BLENDS: tuple[Blend, ...] = ("match", "feather", "hard")
@@ -34,7 +35,10 @@ def as_window_end(value: str) -> WindowEnd:
 
 
 def default_batch(device: Device | str) -> int:
-    return CPU_BATCH if str(device) == "cpu" else GPU_BATCH
+    """Frames per model call: CPU_BATCH where the models run on the CPU cores (onnxruntime's or OpenVINO's)."""
+    if isinstance(device, Device):
+        return CPU_BATCH if device.on_cpu else GPU_BATCH
+    return CPU_BATCH if str(device) in ("cpu", "openvino", "openvino:CPU") else GPU_BATCH
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class RenderOptions:
     encode: EncodeSettings = EncodeSettings()
     overwrite: bool = False
     window_end: WindowEnd | None = None  # None: the character's own `[audio] window_end`
+    precision: PrecisionRequest = "auto"  # auto: the fastest checked variant for the device (render/precision.py)
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,12 @@ class RenderPlan:
     batch_size: int
     encode: EncodeSettings
     frames: int
-    notice: str | None  # e.g. why `auto` runs on the CPU
+    notice: str | None  # e.g. why `auto` runs on the CPU, which variant `auto` chose
     composite_threads: int = 1
+
+    @property
+    def precision(self) -> str:
+        return self.character.precision
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,7 @@ class RenderResult:
     audio_seconds: float
     elapsed: float
     device: str
+    precision: str = "fp32"
 
     @property
     def fps(self) -> float:

@@ -15,10 +15,12 @@ from lipsync_cli.characters.manifest import MANIFEST, Character
 from lipsync_cli.encoding.ffmpeg import check_encoder, check_not_an_input, check_output_path
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import Device, DeviceRequest
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.models.sessions import default_threads
 from lipsync_cli.render.cores import share_cores
 from lipsync_cli.render.jobs import MAX_BATCH, RenderJob, RenderPlan, as_blend, as_window_end, default_batch
 from lipsync_cli.render.pipeline import frame_count
+from lipsync_cli.render.precision import Resolved, resolve_models
 from lipsync_cli.runtime import Runtime
 from lipsync_cli.specs import WindowEnd
 
@@ -44,6 +46,7 @@ def check_options(job: RenderJob) -> None:
     as_blend(options.blend)
     if options.window_end is not None:
         as_window_end(options.window_end)
+    as_precision_request(options.precision)
 
 
 def resolve_character(runtime: Runtime, name_or_path: str, window_end: WindowEnd | None = None) -> Character:
@@ -55,8 +58,14 @@ def resolve_character(runtime: Runtime, name_or_path: str, window_end: WindowEnd
 
 
 def resolve_device(runtime: Runtime, character: Character, request: DeviceRequest) -> tuple[Device, str | None]:
-    """Where the character's models run, and a notice when `auto` fell back to the CPU."""
-    return runtime.resolve(request, (character.audio_encoder, character.model), character.name)
+    """Where the character's models (as it holds them: float, or one variant) run, and a notice when `auto`
+    fell back to the CPU."""
+    return runtime.resolve(request, character.model_files, character.name, character.precision)
+
+
+def notice_of(resolved: Resolved) -> str | None:
+    """What to tell the user of a resolution: the device's notice and the precision's note, as one line."""
+    return "; ".join(n for n in (resolved.notice, resolved.note) if n) or None
 
 
 def plan(job: RenderJob, runtime: Runtime, renders: int = 1) -> RenderPlan:
@@ -70,9 +79,10 @@ def plan(job: RenderJob, runtime: Runtime, renders: int = 1) -> RenderPlan:
     check_not_an_input(output, job_inputs(job.audio, character))
     output = check_output_path(output, job.options.overwrite)
     check_encoder(encode)
-    device, notice = resolve_device(runtime, character, job.options.device)
+    resolved = resolve_models(runtime, character, job.options.device, job.options.precision)
+    character, device = resolved.character, resolved.device
     share = share_cores(device, default_threads(), renders)
     if encode.codec == "libx264" and not encode.threads:
         encode = replace(encode, threads=share.x264)
     return RenderPlan(job, character, audio, output, device, job.options.batch_size or default_batch(device),
-                      encode, frame_count(character, audio), notice, share.composite)
+                      encode, frame_count(character, audio), notice_of(resolved), share.composite)

@@ -37,7 +37,7 @@ class FrameRenderer:
         self._stack = ExitStack()
         try:
             lease = self._stack.enter_context(runtime.registry.lease(
-                (character.audio_encoder, character.model), device, character.name, timeout))
+                character.model_files, device, character.name, timeout, precision=character.precision))
             self.template = self._stack.enter_context(runtime.templates.open(self.spec))
         except BaseException:
             self._stack.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lipsync_cli.errors import InputError
+from lipsync_cli.models.precision import as_precision_request
 from lipsync_cli.trust import Trust, is_loopback
 
 LogFormat = Literal["text", "json"]
@@ -35,6 +36,7 @@ class ServeConfig:
     jpeg_quality: int = 75  # the seed's
     grpc_port: int = 50051  # the seed's gRPC interface and the live stream over gRPC, on the same host; 0: off
     grpc_queue: int = 16  # InferBatchComposite calls in flight or waiting before "server busy"
+    precision: str = "auto"  # of the live sessions' models: auto, fp32, int8, bf16, fp16 (render/precision.py)
 
     def checked(self) -> ServeConfig:
         if not 0 <= self.port <= 65535:
@@ -53,6 +55,7 @@ class ServeConfig:
             raise InputError(f"JPEG quality must be 1 to 100, not {self.jpeg_quality}", option="jpeg_quality")
         if self.log_format not in ("text", "json"):
             raise InputError(f"log format must be text or json, not {self.log_format!r}", option="log_format")
+        as_precision_request(self.precision)
         if self.token is not None and len(self.token) < 8:
             raise InputError("a token must be at least 8 characters", option="token")
         if not is_loopback(self.host) and self.token is None and not self.no_auth:

@@ -17,8 +17,9 @@ import numpy as np
 from lipsync_cli.errors import InputError
 from lipsync_cli.live import LiveFrame, LiveOptions, LiveSession
 from lipsync_cli.live.session import Overrun
-from lipsync_cli.models.devices import Device, DeviceRequest
-from lipsync_cli.render.planning import resolve_device
+from lipsync_cli.models.devices import Device, DeviceRequest, request_for
+from lipsync_cli.models.precision import as_precision_request
+from lipsync_cli.render.precision import resolve_models
 from lipsync_cli.serve.encoders import H264Encoder, JpegEncoder
 from lipsync_cli.serve.protocol import GOING_AWAY, POLICY, SERVER_ERROR, TOO_BIG, ProtocolError, Start
 
@@ -29,7 +30,7 @@ FRAME_QUEUE = 50  # frames encoded ahead of the transport (2 s at 25 fps)
 
 
 def device_request(device: Device) -> DeviceRequest:
-    return DeviceRequest("cuda", device.index) if device.is_cuda else DeviceRequest("cpu")
+    return request_for(device)
 
 
 @asynccontextmanager
@@ -37,12 +38,14 @@ async def live_session(server: Server, start: Start) -> AsyncIterator[LiveSessio
     """The session a start message asks for, admitted under the caps; closed and its place given back after."""
     folder = server.manager.folder(start.character)
     character = await asyncio.to_thread(server.runtime.character, folder)
-    device, _ = await asyncio.to_thread(resolve_device, server.runtime, character, server.device_request)
+    resolved = await asyncio.to_thread(resolve_models, server.runtime, character, server.device_request,
+                                       as_precision_request(server.config.precision))
+    device = resolved.device
     admission = server.manager.admit(device)
     session = None
     try:
         options = LiveOptions(rate=start.rate, return_rate=start.return_rate, latency_ms=start.latency_ms,
-                              device=device_request(device))
+                              device=device_request(device), precision=resolved.character.precision)
         session = await asyncio.to_thread(LiveSession, server.runtime, character, options)
         server.metrics.admitted.inc()
         server.metrics.active.inc()
