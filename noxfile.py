@@ -9,12 +9,20 @@ import nox
 nox.options.sessions = ["tests"]
 
 
+ONE_ONNXRUNTIME = """
+from importlib.metadata import distributions
+found = sorted({d.metadata["Name"] for d in distributions() if d.metadata["Name"].lower().startswith("onnxruntime")})
+assert len(found) == 1, f"exactly one onnxruntime distribution must be installed, found {found}"
+print("onnxruntime distribution:", found[0])
+"""
+
+
 # Each environment is installed as a user installs those extras. Pipecat's gets one of its own: it requires the
 # CPU onnxruntime distribution and protobuf<7, so its tests, doctor's report of that and the gRPC tests on that
 # protobuf run there.
 PIPECAT_TESTS = sorted(str(p) for p in Path("tests").glob("test_pipecat*.py"))
 ENVIRONMENTS = {
-    "main": (".[test,ray,livekit]", [["-m", "not pipecat"]]),  # LiveKit's classes for tests/test_livekit.py
+    "main": (".[test,ray,livekit,openvino]", [["-m", "not pipecat"]]),  # LiveKit's classes; OpenVINO
     "pipecat": (".[test,pipecat]", [["-m", "pipecat", *PIPECAT_TESTS],
                                     ["tests/test_grpc.py", "tests/test_grpc_live.py"]]),
 }
@@ -27,6 +35,8 @@ def tests(session: nox.Session, env: str) -> None:
     extras, runs = ENVIRONMENTS[env]
     session.install("-e", extras)
     session.run("pip", "check")
+    if env == "main":  # Pipecat's environment holds two by design (its CPU onnxruntime beside onnxruntime-gpu)
+        session.run("python", "-c", ONE_ONNXRUNTIME)
     for args in runs:
         session.run("pytest", *args, *session.posargs)
 
@@ -34,7 +44,7 @@ def tests(session: nox.Session, env: str) -> None:
 @nox.session(default=False)
 def lint(session: nox.Session) -> None:
     """Check the code with ruff, and its types with mypy (with the real dependencies installed)."""
-    session.install("-e", ".[test,ray,livekit]", "ruff>=0.5", "mypy>=1.8", "types-tqdm")
+    session.install("-e", ".[test,ray,livekit,openvino]", "ruff>=0.5", "mypy>=1.8", "types-tqdm")
     session.run("ruff", "check", "lipsync_cli", "tests", "noxfile.py", "scripts")
     session.run("mypy", "lipsync_cli")
 
@@ -42,7 +52,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(default=False)
 def bench(session: nox.Session) -> None:
     """Benchmark alice and the realistic-cost models on the CPU; JSON goes to bench-results/."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".[bench,openvino]")
     session.run("python", "-c", "import pathlib; pathlib.Path('bench-results').mkdir(exist_ok=True)")
     seconds = session.posargs[0] if session.posargs else "8"
     session.run("lipsync", "bench", "--character", "alice", "--device", "cpu", "--seconds", seconds,

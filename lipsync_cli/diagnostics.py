@@ -61,6 +61,29 @@ def _onnxruntime() -> list[Check]:
     return checks
 
 
+def _openvino() -> list[Check]:
+    """OpenVINO's devices (the second backend, an extra): what each is and what it can compute in."""
+    from lipsync_cli.models.backends import openvino
+
+    reason = openvino.unavailable_reason()
+    if reason is not None:
+        return [Check("OpenVINO", "ok", "not installed: the openvino devices are not available (optional)",
+                      openvino.INSTALL)]
+    import openvino as ov
+
+    try:
+        found = openvino.devices()
+    except Exception as exc:  # a broken install: OpenVINO's own exception types
+        return [Check("OpenVINO", "warning", f"{ov.__version__} cannot list its devices ({exc})",
+                      "pip install --force-reinstall openvino")]
+    checks = [Check("OpenVINO", "ok", f"{ov.__version__}, devices {', '.join(d.name for d in found) or 'none'}")]
+    for device in found:
+        name = "openvino" if device.name == "CPU" else f"openvino:{device.name}"
+        checks.append(Check(f"device {name}", "ok", f"{device.full_name}; computes in "
+                            f"{', '.join(c for c in device.capabilities if c in ('FP32', 'BF16', 'FP16', 'INT8'))}"))
+    return checks
+
+
 def _ffmpeg() -> list[Check]:
     from lipsync_cli.encoding.ffmpeg import ffmpeg_exe
 
@@ -139,7 +162,7 @@ def _characters() -> list[Check]:
 
 
 def run_checks() -> list[Check]:
-    return [_python(), *_onnxruntime(), *_ffmpeg(), _cache(), *_characters()]
+    return [_python(), *_onnxruntime(), *_openvino(), *_ffmpeg(), _cache(), *_characters()]
 
 
 def can_render(checks: list[Check]) -> bool:

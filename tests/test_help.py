@@ -9,7 +9,7 @@ from lipsync_cli.cli.app import app
 
 runner = CliRunner()
 COMMANDS = [[], ["render"], ["batch"], ["bench"], ["validate-mel"], ["characters", "show"], ["characters", "import"],
-            ["cache"], ["cache", "clear"], ["doctor"], ["inspect"]]
+            ["characters", "optimize"], ["cache"], ["cache", "clear"], ["doctor"], ["inspect"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) or "lipsync" for c in COMMANDS])
@@ -25,8 +25,8 @@ def test_help_has_plain_names_and_ends_with_an_example(command):
 
 def test_choices_are_shown():
     text = runner.invoke(app, ["render", "--help"]).stdout
-    for choices in ("--blend match|feather|hard", "--codec libx264|h264_nvenc", "--device auto|cpu|cuda|cuda:N",
-                    "--eviction lfu|lru", "veryfast"):
+    for choices in ("--blend match|feather|hard", "--codec libx264|h264_nvenc",
+                    "--device auto|cpu|cuda|cuda:N|openvino", "--eviction lfu|lru", "veryfast"):
         assert choices in text, choices
     assert text.splitlines()[0] == "Usage: lipsync render [OPTIONS] AUDIO..."
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from lipsync_cli.errors import InputError
 from lipsync_cli.resources import bundled_dir, cache_root
+
+if TYPE_CHECKING:
+    from lipsync_cli.models.devices import Backend
+    from lipsync_cli.models.precision import Precision
 
 VERSION = "realistic-v1"
 
@@ -59,3 +64,28 @@ def realistic_character(folder: Path | None = None, dtype: str = "float32") -> P
 
 
 PARAMETERS = {"audio_encoder": 2_812_672, "unet": 12_186_935}
+
+
+def realistic_variant(folder: Path, precision: str, backend: str, say=lambda s: None) -> None:
+    """Make the realistic pair's `precision` variant for `backend` once (kept in its cache folder), for timing.
+
+    Random weights are no test of quality (their outputs barely vary), so the variant is kept whatever its
+    figures (forced) and `auto` never picks it; it is asked for by name. The quality gate is measured on a
+    fitted model (docs/cpu.md)."""
+    from lipsync_cli.characters.manifest import load_character
+    from lipsync_cli.optimize import OptimizeOptions, optimize
+    from lipsync_cli.render.precision import stale_reason
+    from lipsync_cli.runtime import Runtime
+
+    if precision in ("auto", "fp32"):
+        return
+    character = load_character(folder)
+    with Runtime() as runtime:
+        for variant in character.variants:
+            if (variant.precision, variant.backend) == (precision, backend) and \
+                    stale_reason(runtime, character, variant) is None:
+                return
+    say(f"making the realistic pair's {precision} variant for {backend} (once)")
+    options = OptimizeOptions(cast("Precision", precision), cast("Backend", backend), force=True,
+                              calibration_frames=16, check_frames=8)
+    optimize(folder, options, say)

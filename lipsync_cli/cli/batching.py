@@ -37,7 +37,7 @@ PrecisionOption = Annotated[str, typer.Option("--precision", metavar="auto|fp32|
                                               "(the float models), or a variant made by lipsync characters "
                                               "optimize.")]
 DEVICE_HELP = "auto, cpu, cuda, cuda:N, openvino or openvino:TARGET (GPU, NPU; needs lipsync-cli[openvino])."
-DEVICE_METAVAR = "auto|cpu|cuda:N|openvino"
+DEVICE_METAVAR = "auto|cpu|cuda|cuda:N|openvino"
 Crf = Annotated[int, typer.Option("--crf", metavar="0-51", help="Quality: 0 lossless .. 51 worst (cq for h264_nvenc).")]
 Preset = Annotated[str | None, typer.Option("--preset", metavar="NAME", help="Encoder preset (default veryfast for "
                                             "libx264, p4 for h264_nvenc).", show_default=False)]

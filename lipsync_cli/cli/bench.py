@@ -11,13 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from lipsync_cli.bench.measure import BenchOptions, run_bench
-from lipsync_cli.bench.realistic import PARAMETERS, realistic_character
+from lipsync_cli.bench.realistic import PARAMETERS, realistic_character, realistic_variant
 from lipsync_cli.bench.report import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET
 from lipsync_cli.characters.manifest import load_character
-from lipsync_cli.cli.batching import BlendOption
+from lipsync_cli.cli.batching import DEVICE_HELP, DEVICE_METAVAR, BlendOption, PrecisionOption
 from lipsync_cli.cli.common import Debug, console, err_console, print_note, run_reporting, settle_heap
 from lipsync_cli.errors import InputError
-from lipsync_cli.models.devices import parse_device
+from lipsync_cli.models.devices import DeviceRequest, parse_device
+from lipsync_cli.models.precision import PrecisionRequest, as_precision_request
 from lipsync_cli.render.jobs import as_blend
 
 
@@ -29,8 +30,13 @@ def bench_command(
                                               help="'realistic': full-size Wav2Lip encoder + "
                                               "SyncTalk_2D UNet with random weights, on alice's template.",
                                               show_default=False)] = None,
-    device: Annotated[str, typer.Option("--device", "-d", metavar="auto|cpu|cuda|cuda:N",
-                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option("--device", "-d", metavar=DEVICE_METAVAR, help=DEVICE_HELP)] = "auto",
+    precision: PrecisionOption = "auto",
+    backend: Annotated[str | None, typer.Option("--backend", metavar="onnxruntime|openvino", help="Short for a "
+                                                "device of that backend: openvino is --device openvino; with "
+                                                "--model realistic and a --precision other than auto and fp32, "
+                                                "that variant is made for it first (once).", show_default=False)
+                       ] = None,
     seconds: Annotated[float, typer.Option("--seconds", "-s", metavar="SECONDS",
                                            min=0.05, help="Seconds of speech to process.")
                        ] = 8.0,
@@ -75,7 +81,8 @@ def bench_command(
             raise InputError("give --character or --model, not both")
         if model not in (None, "realistic"):
             raise InputError(f"unknown --model {model!r}: the only one is 'realistic'")
-        request = parse_device(device)
+        request = _with_backend(parse_device(device), backend)
+        wanted = as_precision_request(precision)
         levels = _levels(in_flight)
         binding, graphs = _switch(io_binding, "io-binding"), _switch(device_graphs, "device-graphs")
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
@@ -83,17 +90,19 @@ def bench_command(
         if batch is not None:
             _batch_bench(batch, character or "alice", request, json_path)
             return
-        if live is not None:
-            folder = realistic_character(dtype=dtype) if model == "realistic" else (character or "alice")
-            _live_bench(folder, request, live, levels, seconds, blend, json_path)
-            return
         folder = realistic_character(dtype=dtype) if model == "realistic" else (character or "alice")
+        if model == "realistic":
+            realistic_variant(Path(folder), wanted, "openvino" if request.kind == "openvino" else "onnxruntime",
+                              lambda s: err_console.print(f"[dim]{escape(s)}[/]", soft_wrap=True))
+        if live is not None:
+            _live_bench(folder, request, live, levels, seconds, blend, json_path, wanted)
+            return
         char = load_character(folder)
         if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
             raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         settle_heap()
         options = BenchOptions(seconds, batch_size, threads, blend=as_blend(blend), in_flight=levels,
-                               io_binding=binding, device_processing=graphs)
+                               io_binding=binding, device_processing=graphs, precision=wanted)
         report = run_bench(char, request, options, say=_say)
         if model == "realistic":
             report.parameters = dict(PARAMETERS)
@@ -103,6 +112,20 @@ def bench_command(
             console.print(f"figures written to {json_path}")
 
     run_reporting(work, debug)
+
+
+def _with_backend(request: DeviceRequest, backend: str | None) -> DeviceRequest:
+    if backend is None:
+        return request
+    if backend not in ("onnxruntime", "openvino"):
+        raise InputError(f"--backend must be onnxruntime or openvino, not {backend!r}")
+    if backend == "openvino":
+        if request.kind not in ("auto", "openvino"):
+            raise InputError(f"--backend openvino contradicts --device {request}")
+        return request if request.kind == "openvino" else DeviceRequest("openvino", 0, "CPU")
+    if request.kind == "openvino":
+        raise InputError(f"--backend onnxruntime contradicts --device {request}")
+    return request
 
 
 def _say(step: str) -> None:
@@ -154,7 +177,8 @@ def _target(stage) -> str:
 
 
 def _stage_table(report) -> Table:
-    table = Table(title=f"lipsync bench: {report.character} on {report.device} ({report.provider}), in ms")
+    table = Table(title=f"lipsync bench: {report.character} on {report.device} ({report.provider}, "
+                        f"{report.precision}), in ms")
     for column in ("stage", "per", "median", "p10-p90", "target", "met"):
         table.add_column(column, justify="left" if column in ("stage", "per") else "right", no_wrap=True)
     for s in report.stages:
@@ -183,7 +207,7 @@ def _print(report) -> None:
         f"that costs more than that work: {over_verdict})",
         f"plain ffmpeg transcode of the same frames: {report.transcode_seconds:.2f} s; render / transcode = "
         f"{report.transcode_ratio:.2f} (target <= {TRANSCODE_RATIO_TARGET}: {'met' if ratio_ok else 'not met'})",
-        f"device {report.device}, provider {report.provider}, onnxruntime threads {report.threads}, "
+        f"device {report.device}, provider {report.provider}, precision {report.precision}, threads {report.threads}, "
         f"batch {report.batch_size}, blend {report.blend}, IO binding {'on' if report.io_binding else 'off'}, "
         f"device graphs {'on' if report.device_processing else 'off'}, audio layout {report.layout}",
         f"first render {report.cold_render_seconds:.2f} s (template decoded), second render "
@@ -224,7 +248,8 @@ def _batch_bench(count: int, character: str, request, json_path: Path | None) ->
         console.print(f"figures written to {json_path}")
 
 
-def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str, json_path: Path | None) -> None:
+def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str, json_path: Path | None,
+                precision: PrecisionRequest = "auto") -> None:
     from lipsync_cli.bench.live import live_bench
     from lipsync_cli.live import LiveOptions
     from lipsync_cli.runtime import Runtime, RuntimeConfig
@@ -238,7 +263,8 @@ def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str
     with Runtime(RuntimeConfig(devices=str(request) if request.kind != "auto" else "auto")) as runtime:
         character = runtime.character(folder)
         settle_heap()
-        data = live_bench(runtime, character, LiveOptions(device=request, blend=as_blend(blend)), sizes,
+        options = LiveOptions(device=request, blend=as_blend(blend), precision=precision)
+        data = live_bench(runtime, character, options, sizes,
                           levels or [1], seconds, lambda s: err_console.print(f"bench: {s}", soft_wrap=True))
     table = Table(title=f"live sessions of {character.name} on {request}: latency in ms (parts: medians)")
     for column in ("chunk", "budget", "p50/p95", "ahead", "queue", "UNet", "comp.", "underr.", "late"):

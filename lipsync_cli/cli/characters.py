@@ -18,6 +18,7 @@ from lipsync_cli.characters.manifest import (
 )
 from lipsync_cli.cli.common import Debug, console, run_reporting
 from lipsync_cli.cli.help import PlainHelp, example
+from lipsync_cli.cli.optimize import optimize_command
 from lipsync_cli.errors import InputError
 
 
@@ -85,6 +86,13 @@ def _import_seed(config: Path, model: str | None, name: str | None, out: Path | 
     return 0
 
 
+characters_app.command("optimize", cls=PlainHelp, epilog=example(
+    "lipsync characters optimize alice --precision int8",
+    "lipsync characters optimize alice --precision bf16 --backend openvino",
+    "lipsync characters optimize ./may --precision int8 --calibration speech.wav --output ./may-fast"))(
+    optimize_command)
+
+
 @characters_app.command("show", cls=PlainHelp, epilog=example("lipsync characters alice"))
 def characters_command(
     name: Annotated[str | None, typer.Argument(metavar="NAME|PATH", help="A character name or folder to check in full.",
@@ -114,7 +122,8 @@ def _describe(folder, char, status: str) -> dict:
             "audio_layout": char.layout, "model": str(char.model), "audio_encoder": str(char.audio_encoder),
             "crop": {"size": char.crop.size, "border": char.crop.border},
             "input": {"channels": list(char.input.channels), "color": char.input.color, "mask": list(char.input.mask)},
-            "audio": {"pad_mode": char.audio.pad_mode, "window_end": char.audio.window_end}}
+            "audio": {"pad_mode": char.audio.pad_mode, "window_end": char.audio.window_end},
+            "variants": [v.to_toml_table() for v in char.variants]}
 
 
 def _json(name: str | None) -> int:
@@ -187,6 +196,12 @@ def _show(name: str) -> int:
         ("audio", f"pad {char.audio.pad_mode}, window end {char.audio.window_end}"),
         ("status", "[green]ok[/]"),
     ]
+    for variant in char.variants:
+        q = variant.quality
+        figures = "never checked" if q is None else (
+            f"{q.psnr_db:.1f} dB (bar {q.min_psnr_db:g}){', kept by force' if variant.forced else ''}, largest "
+            f"difference {q.max_diff}, seam {q.seam_ring:.2f} / {q.seam_step:+.2f}, sync {q.sync:.3f}")
+        rows.insert(-1, (f"variant {variant.precision}", f"{variant.backend}: {variant.model}; {figures}"))
     if char.first_frame or char.protect is not None:
         rows.insert(-1, ("template walk", f"ping-pong from frame {char.first_frame}"
                          + (f"; protect masks in {char.protect.name}/" if char.protect is not None else "")))

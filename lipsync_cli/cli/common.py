@@ -46,7 +46,9 @@ _FLAGS = {
     "max_memory": ("the memory budget", "--max-memory"), "eviction": ("eviction policy", "--eviction"),
     "dtype": ("dtype", "--dtype"), "jobs": ("jobs per device", "--jobs"), "name": ("name pattern", "--name"),
     "report": ("report", "--report"), "window_end": ("window end", "--window-end"),
-    "precision": ("precision", "--precision"),
+    "precision": ("precision", "--precision"), "backend": ("backend", "--backend"),
+    "min_psnr": ("the PSNR bar", "--min-psnr"), "calibration": ("calibration", "--calibration"),
+    "output": ("output", "--output"),
     "codec": ("codec", "--codec"), "preset": ("preset", "--preset"), "crf": ("crf", "--crf"),
 }
 

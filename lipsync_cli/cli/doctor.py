@@ -19,8 +19,8 @@ def doctor_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")] = False,
     debug: Debug = False,
 ) -> None:
-    """Check Python, onnxruntime and CUDA, the bundled ffmpeg and its encoders, the cache and the characters
-    (exit 0 when rendering can work here, 1 otherwise)."""
+    """Check Python, onnxruntime and CUDA, OpenVINO and its devices, the bundled ffmpeg and its encoders, the
+    cache and the characters (exit 0 when rendering can work here, 1 otherwise)."""
 
     def work() -> int:
         checks = run_checks()

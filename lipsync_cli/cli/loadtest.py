@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from lipsync_cli.cli.common import Debug, console, err_console, run_reporting
 from lipsync_cli.errors import InputError
+from lipsync_cli.models.precision import as_precision_request
 
 
 def loadtest_command(
@@ -43,6 +45,13 @@ def loadtest_command(
     characters: Annotated[list[str] | None, typer.Option("--characters", metavar="DIR", help="In-process server: "
                                                          "a folder of characters (repeatable).", show_default=False)
                           ] = None,
+    precision: Annotated[str, typer.Option("--precision", metavar="auto|fp32|int8|bf16|fp16", help="In-process "
+                                           "server: its sessions' models (as lipsync serve --precision).")
+                         ] = "auto",
+    model: Annotated[str | None, typer.Option("--model", metavar="realistic", help="In-process server: serve the "
+                                              "full-size pair of lipsync bench --model realistic as character "
+                                              "'realistic' (its --precision variant is made first, once).",
+                                              show_default=False)] = None,
     window: Annotated[float, typer.Option("--window", metavar="S", help="Seconds per row of lateness over time.")
                       ] = 60.0,
     token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="The server's token.",
@@ -72,30 +81,35 @@ def loadtest_command(
             raise InputError(f"--url must be ws://HOST:PORT or wss://..., not {url!r}")
         if json_path is not None and json_path.is_dir():
             raise InputError(f"{json_path}: is a directory")
+        if url is not None and (precision != "auto" or model is not None):
+            raise InputError("--precision and --model are for the in-process server: a server at --url has its own")
+        wanted = as_precision_request(precision)
         x = read_audio(audio) if audio is not None else speech_like(30.0, seed=7)
         speech = (np.clip(x, -1, 1) * 32767).astype(np.int16)
         say = lambda text: err_console.print(f"loadtest: {text}", soft_wrap=True, markup=False)  # noqa: E731
         runtime = server = None
+        shown = _realistic(devices, wanted, say) if model is not None else None
         try:
             if url is None:
                 runtime = Runtime(RuntimeConfig(devices=devices))
                 limit = most if find_capacity else sessions
-                config = ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1),
-                                     characters=tuple(characters or ()))
+                config = ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1), precision=wanted,
+                                     characters=(shown.name,) if shown is not None else tuple(characters or ()))
                 server = RunningServer(config.checked(), runtime)
                 base = server.url.replace("http://", "ws://")
                 say(f"a server in this process at {server.url}")
             else:
                 base = url.rstrip("/").removesuffix("/v1/live")
             metrics = base.replace("ws://", "http://").replace("wss://", "https://") + "/metrics"
-            scenario = Scenario(base + "/v1/live", character, seconds, chunk_ms, gap_every, gap_seconds,
+            name = "realistic" if shown is not None else character
+            scenario = Scenario(base + "/v1/live", name, seconds, chunk_ms, gap_every, gap_seconds,
                                 interrupt_every, latency_ms, codec, token, idle)
             if find_capacity:
                 capacity, runs = capacity_search(scenario, speech, most, metrics, say)
-                data = {"capacity": capacity, "character": character, "seconds": seconds, "chunk_ms": chunk_ms,
-                        "runs": runs}
+                data = {"capacity": capacity, "character": name, "seconds": seconds, "chunk_ms": chunk_ms,
+                        "runs": runs, "devices": devices, "precision": precision}
                 tried = ", ".join(f"{r['sessions']}: p99 {r['lateness_p99_ms']} ms" for r in runs)
-                console.print(f"capacity: {capacity} sessions of {character} at real time ({tried})")
+                console.print(f"capacity: {capacity} sessions of {name} at real time ({tried})")
             else:
                 data = run_load(scenario, sessions, speech, metrics, say, window).to_json()
                 _table(data)
@@ -104,11 +118,25 @@ def loadtest_command(
                 server.stop()
             if runtime is not None:
                 runtime.close()
+            if shown is not None:
+                shown.cleanup()
         if json_path is not None:
             json_path.write_text(json.dumps(data, indent=2))
         return 0
 
     raise typer.Exit(run_reporting(work, debug))
+
+
+def _realistic(devices: str, precision: str, say) -> tempfile.TemporaryDirectory:
+    """A folder of characters holding the realistic pair as 'realistic' (a link to its cache folder), with its
+    `precision` variant for the backend of `devices` made first."""
+    from lipsync_cli.bench.realistic import realistic_character, realistic_variant
+
+    folder = realistic_character()
+    realistic_variant(folder, precision, "openvino" if devices.startswith("openvino") else "onnxruntime", say)
+    shown = tempfile.TemporaryDirectory(prefix="lipsync-loadtest-")
+    (Path(shown.name) / "realistic").symlink_to(folder, target_is_directory=True)
+    return shown
 
 
 def _table(data: dict) -> None:
