@@ -134,3 +134,39 @@ def synctalk_unet(size=320):
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
+
+
+FITTED_UNET = ALICE.parents[1] / "tests" / "data" / "fitted_unet.onnx"
+
+
+def with_outlier_channel(model, conv: str, consumer: str, value: float = 2000.0):
+    """`model` with one more output channel on the Conv node `conv`: zero weights and a bias of `value`, so the
+    activation that the next Conv (`consumer`, through a ReLU) reads has an outlier range; `consumer` gets a zero
+    weight for it, so the float model's output is unchanged. Per-tensor int8 activations then give the other
+    channels of that tensor (what the mouth depends on) a step of value / 255."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    nodes = {n.name: n for n in g.node}
+    weight, bias = inits[nodes[conv].input[1]], inits[nodes[conv].input[2]]
+    w, b = numpy_helper.to_array(weight), numpy_helper.to_array(bias)
+    weight.CopyFrom(numpy_helper.from_array(np.concatenate([w, np.zeros((1, *w.shape[1:]), w.dtype)]), weight.name))
+    bias.CopyFrom(numpy_helper.from_array(np.concatenate([b, np.array([value], b.dtype)]), bias.name))
+    next_weight = inits[nodes[consumer].input[1]]
+    n = numpy_helper.to_array(next_weight)
+    next_weight.CopyFrom(numpy_helper.from_array(
+        np.concatenate([n, np.zeros((n.shape[0], 1, *n.shape[2:]), n.dtype)], axis=1), next_weight.name))
+    del g.value_info[:]  # the shapes inside changed: let onnxruntime infer them again
+    return model
+
+
+def fitted_character(folder, outlier: bool = False):
+    """A copy of alice whose UNet is the small UNet fitted to reproduce alice (scripts/make_fitted_unet.py); with
+    `outlier`, one that quantises badly (with_outlier_channel on its last 3x3 convolution)."""
+    shutil.copytree(ALICE, folder)
+    model = onnx.load(str(FITTED_UNET))
+    if outlier:
+        model = with_outlier_channel(model, "/dec1/dec1.0/Conv", "/dec1/dec1.2/Conv")
+    save_into(folder, "unet", model)
+    manifest = folder / "character.toml"
+    manifest.write_text(manifest.read_text().replace('name = "alice"', f'name = "{folder.name}"'))
+    return folder
