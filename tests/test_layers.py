@@ -22,7 +22,7 @@ LAYERS = {
     "characters": 6,
     "runtime": 7,
     "render": 8,
-    "batch": 9, "live": 9, "diagnostics": 9,
+    "batch": 9, "live": 9, "diagnostics": 9, "optimize": 9,  # optimize: variants made with render/ and checked
     "cluster": 10,  # job lists on Ray: over batch/
     "serve": 11, "integrations": 11,
     "loadtest": 12, "bench": 12,

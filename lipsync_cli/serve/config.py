@@ -80,10 +80,14 @@ class ServeConfig:
             return self
         path = Path(self.capacity)
         try:
-            measured = json.loads(path.read_text())["capacity"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = json.loads(path.read_text())
+            measured, asked = data["capacity"], data.get("precision", "auto")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{path}: not a capacity measured by lipsync loadtest --find-capacity --json ({exc})",
                              option="capacity") from None
+        if asked != self.precision:  # a capacity holds for the models it was measured with
+            raise InputError(f"{path}: the capacity was measured with precision {asked}, and this server runs "
+                             f"{self.precision}: measure it with the same precision", option="capacity")
         if isinstance(measured, bool) or not isinstance(measured, int) or measured < 1:
             raise InputError(f"{path}: the measured capacity is {measured!r} sessions: nothing can be admitted",
                              option="capacity")
