@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +71,15 @@ def quantize_unet(float_model: Path, contract: UNetContract, batches: list[tuple
         def rewind(self) -> None:
             self._items = iter(batches)
 
-    with _quiet():
-        q.quantize_static(str(float_model), str(output), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+    with _quiet(), tempfile.TemporaryDirectory(prefix="lipsync-quantize-") as scratch:
+        # onnxruntime's pre-processing first: batch normalisations folded into their convolutions and the shapes
+        # inferred, so that each Conv becomes one integer convolution (unfolded, every BatchNormalization runs in
+        # float between a DequantizeLinear and a QuantizeLinear, and the int8 model is slower than the float one)
+        prepared = Path(scratch) / "prepared.onnx"
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        q.quantize_static(str(prepared), str(output), Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           calibrate_method=q.CalibrationMethod.MinMax,
                           # the ranges of one batch at a time, merged: memory stays that of one batch's activations
