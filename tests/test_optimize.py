@@ -193,3 +193,21 @@ def test_the_same_int8_file_is_checked_again_on_openvino_and_auto_prefers_it(fit
         assert (str(chosen.device), chosen.precision) == ("openvino", "int8")  # the rule: OpenVINO int8 first
         cpu = resolve_models(runtime, runtime.character(folder), CPU_REQUEST, "auto")
         assert (str(cpu.device), cpu.precision) == ("cpu", "int8")  # an onnxruntime device keeps to onnxruntime
+
+
+def test_the_job_list_takes_a_precision_column_and_a_capacity_holds_for_its_precision(tmp_path):
+    import json
+
+    from lipsync_cli.serve.config import ServeConfig
+
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text(f"audio,character,output,precision\n{REPO / 'samples' / 'hello.wav'},alice,a.mp4,fp32\n"
+                    f"{REPO / 'samples' / 'hello.wav'},alice,b.mp4,int8\n")
+    result = runner.invoke(app, ["batch", str(jobs), "--dry-run", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "alice has no int8 variant" in result.stderr and "would render" in result.stdout
+    capacity = tmp_path / "capacity.json"
+    capacity.write_text(json.dumps({"capacity": 2, "precision": "int8"}))
+    assert ServeConfig(capacity=str(capacity), precision="int8").with_capacity().per_device == 2
+    with pytest.raises(InputError, match="measured with precision int8, and this server runs auto"):
+        ServeConfig(capacity=str(capacity)).with_capacity()
