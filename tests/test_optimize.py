@@ -211,3 +211,25 @@ def test_the_job_list_takes_a_precision_column_and_a_capacity_holds_for_its_prec
     assert ServeConfig(capacity=str(capacity), precision="int8").with_capacity().per_device == 2
     with pytest.raises(InputError, match="measured with precision int8, and this server runs auto"):
         ServeConfig(capacity=str(capacity)).with_capacity()
+
+
+@pytest.mark.skipif(not has_openvino(), reason="needs the openvino extra (nox -s tests installs it)")
+def test_an_optimised_copy_goes_to_its_own_folder_and_the_original_is_untouched(fitted, tmp_path):
+    from lipsync_cli.models.backends.openvino import devices
+
+    folder = fitted[0]
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    copy = tmp_path / "copy"
+    if "BF16" not in devices()[0].capabilities:
+        with pytest.raises(InputError, match="cannot compute in bf16"):
+            optimize(folder, OptimizeOptions("bf16", "openvino", output=copy, **SMALL))
+        assert not copy.exists()
+        return
+    outcome = optimize(folder, OptimizeOptions("bf16", "openvino", output=copy, **SMALL))
+    assert outcome.folder == copy and outcome.variant.model == "model_best.onnx" and outcome.variant.passed
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    variants = load_character(copy).variants
+    assert [(v.precision, v.backend) for v in variants] == [("int8", "onnxruntime"), ("bf16", "openvino")]
+    assert (copy / fitted[1].variant.model).is_file()  # the copy has every file its variants name
+    with pytest.raises(InputError, match="exists and is not an empty folder"):
+        optimize(folder, OptimizeOptions("bf16", "openvino", output=copy, **SMALL))

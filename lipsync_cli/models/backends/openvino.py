@@ -77,7 +77,7 @@ def devices() -> list[OpenVinoDevice]:
 def _find(target: str) -> OpenVinoDevice | None:
     """The device OpenVINO calls `target` (GPU also names GPU.0, the first one)."""
     for found in devices():
-        if found.name == target or found.name.split(".")[0] == target and found.name.endswith(".0"):
+        if found.name == target or (found.name.split(".")[0] == target and found.name.endswith(".0")):
             return found
     return None
 
