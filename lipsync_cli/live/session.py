@@ -178,14 +178,17 @@ class LiveSession:
             head = u.head_seconds() if u is not None else max(now, float(self._decided / self.fps))
             return max(0.0, self.options.ahead_ms / 1000 - (head - now))
 
-    def flush(self) -> None:
-        """End the utterance: its frames are made up to the end of its audio; silence beyond."""
+    def flush(self) -> int | None:
+        """End the utterance: its frames are made up to the end of its audio; silence beyond. Returns the index
+        of the frame after its last (None when no utterance was open)."""
         with self._cond:
             self._check()
             u = self._open()
-            if u is not None:
-                u.flush()
-                self._cond.notify_all()
+            if u is None:
+                return None
+            u.flush()
+            self._cond.notify_all()
+            return u.end()
 
     def interrupt(self) -> Interruption:
         """Drop the queued audio and every frame not yet given out; the next frame is idle."""
