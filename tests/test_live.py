@@ -114,7 +114,8 @@ def test_gaps_are_idle_frames_and_the_next_speech_starts_at_the_next_frame(runti
     template = runtime.templates.open(alice.template_spec)
     with template, LiveSession(runtime, alice, options(fade_frames=3), clock=clock) as session:
         session.push(speech_like(0.4, seed=1))  # 10 frames at 25 fps
-        session.flush()
+        assert session.flush() == 10  # the frame after the utterance's last
+        assert session.flush() is None  # none open
         speech = take(session, 10)
         assert all(f.speech for f in speech)
         clock.advance(1.0)  # frames up to 24 have begun, with no audio: 3 fading, then idle

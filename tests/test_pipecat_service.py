@@ -96,7 +96,7 @@ def test_a_reply_gives_a_live_sessions_frames_each_with_its_stretch_of_the_voice
     assert [k for k, *_ in speech] == list(range(first, first + n))  # one run of speech ...
     assert not is_speech(frames[0][2]) and frames[0][0] < first  # ... with idle frames before it ...
     assert sum(1 for k, *_ in frames if k >= first + n) >= 10  # ... and after
-    for k, img, aud, _ in frames:
+    for _, img, aud, _ in frames:
         assert img.size == (alice.video.width, alice.video.height) and img.format == "RGB" and img.sync_with_audio
         assert aud.sample_rate == rate and aud.num_channels == 1 and len(aud.audio) == 2 * rate // FPS
         if not is_speech(aud):
