@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.pipecat
 pytest.importorskip("pipecat", reason="the Pipecat extra is not installed: pip install 'lipsync-cli[pipecat]'")
 
 from pipecat.frames.frames import (  # noqa: E402
