@@ -8,6 +8,7 @@ import typer
 
 from lipsync_cli import __version__
 from lipsync_cli.cli import (
+    agent,
     batch,
     bench,
     characters,
@@ -58,6 +59,9 @@ app.command("live", cls=PlainHelp, epilog=example(
 app.command("serve", cls=PlainHelp, epilog=example(
     "lipsync serve --characters ./characters --max-sessions 8",
     "LIPSYNC_TOKEN=... lipsync serve --host 0.0.0.0"))(serve.serve_command)
+app.command("agent", cls=PlainHelp, epilog=example(
+    "lipsync agent --character alice",
+    "lipsync agent --host 0.0.0.0 --token $(openssl rand -hex 16)"))(agent.agent_command)
 app.command("loadtest", cls=PlainHelp, epilog=example(
     "lipsync loadtest --sessions 4 --seconds 30 --json load.json",
     "lipsync loadtest --find-capacity --url ws://127.0.0.1:8080"))(loadtest.loadtest_command)
