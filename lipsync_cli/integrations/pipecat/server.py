@@ -25,11 +25,12 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 from pipecat.workers.runner import WorkerRunner
 
 from lipsync_cli.errors import InputError
-from lipsync_cli.integrations.pipecat.agent import AgentOptions, AgentSession, agent_session
+from lipsync_cli.integrations.pipecat.agent import AgentOptions, agent_session
 from lipsync_cli.runtime import Runtime
 from lipsync_cli.trust import Trust, address, is_loopback
 
@@ -67,16 +68,28 @@ class AgentConfig:
         return Trust(self.token, self.allow_origin)
 
 
+# one browser's session: a pipeline worker over the WebRTC connection (the echo agent's, or a bot of your own)
+Bot = Callable[[SmallWebRTCConnection], PipelineWorker]
+
+
 @dataclass(eq=False)
 class _Running:
-    session: AgentSession
+    worker: PipelineWorker
     task: asyncio.Task
     started: float = field(default_factory=time.monotonic)
 
 
 class AgentServer:
-    def __init__(self, config: AgentConfig, runtime: Runtime) -> None:
+    def __init__(self, config: AgentConfig, runtime: Runtime | None, bot: Bot | None = None) -> None:
+        """`bot`: builds each session's pipeline worker (default: the echo agent of `config.options`, on
+        `runtime`)."""
         self.config, self.runtime, self.trust = config, runtime, config.trust
+        if bot is None:
+            if runtime is None:
+                raise ValueError("the echo agent needs a runtime")
+            options = config.options
+            bot = lambda connection: agent_session(connection, runtime, options).worker  # noqa: E731
+        self.bot = bot
         self.sessions: dict[str, _Running] = {}
         self._admitting = 0  # offers being answered: they count against max_sessions too
 
@@ -119,21 +132,21 @@ class AgentServer:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return _error(400, f"not a usable SDP offer: {why}")
         try:
-            session = await asyncio.to_thread(agent_session, connection, self.runtime, self.config.options)
+            worker = await asyncio.to_thread(self.bot, connection)
         except Exception as exc:
             await connection.disconnect()
             log.error("lipsync agent: a session could not start: %s", exc)
             return _error(500, f"the session could not start: {exc}")
         runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(session.worker)
+        await runner.add_workers(worker)
         answer = connection.get_answer()
         if answer is None:
             await connection.disconnect()
             return _error(500, "the WebRTC connection gave no answer")
         pc_id = answer["pc_id"]
         task = asyncio.create_task(runner.run(), name=f"lipsync-agent-{pc_id}")
-        watch = asyncio.create_task(_watch(connection, session))
-        self.sessions[pc_id] = _Running(session, task)
+        watch = asyncio.create_task(_watch(connection, worker))
+        self.sessions[pc_id] = _Running(worker, task)
 
         def ended(_: asyncio.Task) -> None:
             self.sessions.pop(pc_id, None)
@@ -146,12 +159,12 @@ class AgentServer:
     async def close(self) -> None:
         running = list(self.sessions.values())
         for r in running:
-            await r.session.worker.cancel(reason="the server is stopping")
+            await r.worker.cancel(reason="the server is stopping")
         if running:
             await asyncio.wait([r.task for r in running], timeout=5)
 
 
-async def _watch(connection: SmallWebRTCConnection, session: AgentSession) -> None:
+async def _watch(connection: SmallWebRTCConnection, worker: PipelineWorker) -> None:
     """End a session whose browser went away without closing (a killed tab leaves aiortc's connection up): the
     page pings over its data channel every second, and Pipecat counts 3 s without a ping as gone; after GONE
     seconds of that, or CONNECT seconds without ever connecting, the pipeline is cancelled."""
@@ -164,7 +177,7 @@ async def _watch(connection: SmallWebRTCConnection, session: AgentSession) -> No
         gone += 1.0
         if (seen and gone >= GONE) or (not seen and time.monotonic() - started >= CONNECT):
             log.info("lipsync agent: session %s ended: its browser is gone", connection.pc_id)
-            await session.worker.cancel(reason="the browser is gone")
+            await worker.cancel(reason="the browser is gone")
             return
 
 
@@ -229,19 +242,28 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_agent(config: AgentConfig, runtime: Runtime, announce: Callable[[str], None]) -> None:
-    """Serve until SIGINT or SIGTERM: uvicorn stops, and with it every session."""
-    server = AgentServer(config, runtime)
+def run_agent(config: AgentConfig, runtime: Runtime | None, announce: Callable[[str], None], bot: Bot | None = None
+              ) -> None:
+    """Serve the page and its sessions until SIGINT or SIGTERM (uvicorn stops, and with it every session)."""
+    server = AgentServer(config, runtime, bot)
     sock = bind(config.host, config.port)
     port = sock.getsockname()[1]
     uv = uvicorn.Server(uvicorn.Config(create_app(server), log_level="warning", lifespan="on",
                                        timeout_graceful_shutdown=2))
     auth = "token" if config.token else ("none (--no-auth)" if config.no_auth else "none (this machine only)")
-    announce(f"lipsync agent: http://{address(config.host, port)}/ talking as {config.options.character}; up to "
-             f"{config.max_sessions} sessions; auth: {auth}")
+    who = f"talking as {config.options.character}" if bot is None else "running your bot"
+    announce(f"lipsync agent: http://{address(config.host, port)}/ {who}; up to {config.max_sessions} sessions; "
+             f"auth: {auth}")
     if threading.current_thread() is threading.main_thread():
         # uvicorn takes SIGINT and SIGTERM while it runs and raises them again once it has shut down (every
         # session closed by then): the command then ends with 0
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda number, frame: None)
     uv.run(sockets=[sock])
+
+
+def serve_agent(bot: Bot, config: AgentConfig = AgentConfig()) -> None:
+    """Serve `lipsync agent`'s page for a bot of your own: `bot(connection)` builds each browser session's pipeline
+    worker (its SmallWebRTCTransport on that connection); the page, the trust rules and the session limit are the
+    agent's."""
+    run_agent(config.checked(), None, print, bot)

@@ -1,6 +1,7 @@
 // lipsync agent's page: the microphone to the agent over WebRTC, the character's video and voice back on the
 // first <video> element. window.lipsync.stats is refreshed from getStats() twice a second; window.lipsync.server
-// holds what the agent says about each turn (its data channel messages). ?autoconnect=1 connects at load;
+// holds what the agent says about each turn (its data channel messages); connection() and microphone() give the
+// RTCPeerConnection and the microphone's stream to tools that measure. ?autoconnect=1 connects at load;
 // ?token=... is passed on to the agent as a bearer token.
 "use strict";
 
@@ -12,7 +13,8 @@
   const server = { turns: 0, interruptions: 0, vad_wait_ms: null, first_frame_ms: null, latency: null };
   let pc = null, channel = null, microphone = null, timer = null, previous = null, ticks = 0, jitterMs = null;
 
-  window.lipsync = { stats, server, connect, disconnect, interrupt, setMuted };
+  window.lipsync = { stats, server, connect, disconnect, interrupt, setMuted,
+                     connection: () => pc, microphone: () => microphone };
 
   function setState(state) {
     stats.state = state;
