@@ -52,9 +52,8 @@ def own_address() -> str | None:
 
 
 @contextmanager
-def running_agent(*args, log_path=None):
+def running_agent(*args):
     """`lipsync agent` on a free port of 127.0.0.1; yields its URL and stops it (SIGTERM) at the end."""
-    log = open(log_path, "w+") if log_path else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, "-m", "lipsync_cli", "agent", "--port", "0", "--device", "cpu", *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -75,8 +74,6 @@ def running_agent(*args, log_path=None):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +121,8 @@ def test_the_agent_talks_back_in_chromium_over_webrtc(browser, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(f"{url}/?autoconnect=1")
             assert page.evaluate("document.querySelector('video') === document.getElementById('remote')")
-            page.wait_for_function("window.lipsync.stats.state === 'connected' && window.lipsync.stats.frames_decoded > 5",
-                                   timeout=30_000)
+            page.wait_for_function("window.lipsync.stats.state === 'connected' && "
+                                   "window.lipsync.stats.frames_decoded > 5", timeout=30_000)
             page.evaluate(PROBE, list(MOUTH))
             before, t0 = page.evaluate("({...window.lipsync.stats})"), time.monotonic()
             time.sleep(11.0)  # a whole loop of the microphone and the echoes
