@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -66,6 +67,8 @@ def running_agent(*args):
             found = re.search(r"lipsync agent: (http://\S+?)/ ", line)
             url = found.group(1) if found else None
         assert url is not None, f"lipsync agent did not start (exit {process.poll()})"
+        # keep reading what it says, so that its pipe never fills
+        threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
         yield url
     finally:
         process.terminate()

@@ -9,6 +9,7 @@ import typer
 
 from lipsync_cli.cli.common import Debug, err_console, run_reporting
 from lipsync_cli.errors import InputError
+from lipsync_cli.models.devices import parse_device
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
 
@@ -37,18 +38,21 @@ def agent_command(
     def work() -> int:
         quiet_pipecat(debug)
         try:
+            from lipsync_cli.integrations.pipecat import LipsyncVideoService
             from lipsync_cli.integrations.pipecat.agent import AgentOptions
             from lipsync_cli.integrations.pipecat.server import AgentConfig, run_agent
         except ImportError as exc:
             raise InputError(f"{exc}", option="agent") from None
         from lipsync_cli.serve.config import token_from_env
 
+        parse_device(device)  # an unknown device is one line now
         options = AgentOptions(character=character, device=device, latency_ms=latency_ms)
         config = AgentConfig(host=host, port=port, token=token_from_env(token), no_auth=no_auth,
                              allow_origin=tuple(allow_origin or ()), max_sessions=max_sessions,
                              options=options).checked()
         with Runtime(RuntimeConfig(devices="auto" if device == "auto" else device)) as runtime:
-            runtime.character(character)  # an unknown character is one line now, not at the first connection
+            # an unknown character or a latency it cannot keep is one line now, not at the first connection
+            LipsyncVideoService(character, runtime=runtime, device=device, latency_ms=latency_ms)
             run_agent(config, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))
         return 0
 

@@ -52,6 +52,19 @@ def _check_rate(rate: int, option: str = "rate") -> None:
         raise InputError(f"audio rate must be {MIN_RATE} to {MAX_RATE} Hz, not {rate}", option=option)
 
 
+def session_latency(character: Character, options: LiveOptions) -> float:
+    """The latency budget L of a session of the character with these options, in seconds; an InputError when
+    the one asked for is below what the character needs (look-ahead, compute and one frame)."""
+    lookahead = lookahead_seconds(character)
+    minimum = lookahead + options.compute_ms / 1000 + float(1 / character.fps)
+    latency = options.latency_ms / 1000 if options.latency_ms is not None else \
+        lookahead + (options.compute_ms + options.jitter_ms) / 1000
+    if latency < minimum:
+        raise InputError(f"latency {latency * 1000:.0f} ms is below what {character.name} needs: "
+                         f"{minimum * 1000:.0f} ms (look-ahead, compute and one frame)", option="latency_ms")
+    return latency
+
+
 class LiveSession:
     def __init__(self, runtime: Runtime, character: str | Character, options: LiveOptions = LiveOptions(),
                  clock: Clock = time.monotonic) -> None:
@@ -62,13 +75,7 @@ class LiveSession:
         self.character, self.device, self.notice = resolved.character, resolved.device, notice_of(resolved)
         self.options, self.clock, self.fps = options, clock, self.character.fps
         self.lookahead = lookahead_seconds(self.character)
-        minimum = self.lookahead + options.compute_ms / 1000 + float(1 / self.fps)
-        latency = options.latency_ms / 1000 if options.latency_ms is not None else \
-            self.lookahead + (options.compute_ms + options.jitter_ms) / 1000
-        if latency < minimum:
-            raise InputError(f"latency {latency * 1000:.0f} ms is below what {self.character.name} needs: "
-                             f"{minimum * 1000:.0f} ms (look-ahead, compute and one frame)", option="latency_ms")
-        self.latency = latency
+        self.latency = session_latency(self.character, options)
         batch = options.batch_frames or default_batch(self.device)
         self._renderer = FrameRenderer(runtime, self.character, self.device, batch, options.blend, LEASE_TIMEOUT)
         self._runtime, self._shared_key = runtime, None

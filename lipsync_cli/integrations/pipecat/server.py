@@ -115,6 +115,10 @@ class AgentServer:
                 raise ValueError
         except (ValueError, KeyError, TypeError):
             return _error(400, 'an offer is JSON {"sdp": "<the SDP offer>", "type": "offer"}')
+        media = [line.split()[0][2:] for line in sdp.splitlines() if line.startswith("m=") and line.split()]
+        if media[:2] != ["audio", "video"]:
+            return _error(400, "not a usable SDP offer: it needs an audio section (the microphone) and then a video "
+                               "section (the character), as the page's")
         if len(self.sessions) + self._admitting >= self.config.max_sessions:
             return _error(503, f"at capacity: {self.config.max_sessions} sessions are running; try again later")
         self._admitting += 1

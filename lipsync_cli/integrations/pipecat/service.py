@@ -51,6 +51,7 @@ from lipsync_cli.integrations.pipecat.media import frame_size, pcm_to_mono
 from lipsync_cli.integrations.pipecat.reader import Converted, FrameReader
 from lipsync_cli.live import LiveOptions, LiveSession
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE
+from lipsync_cli.live.session import session_latency
 from lipsync_cli.models.devices import parse_device
 from lipsync_cli.render.jobs import as_blend
 from lipsync_cli.runtime import Runtime, RuntimeConfig
@@ -97,9 +98,15 @@ class LipsyncVideoService(AIService):
             if self._own_runtime:
                 self._runtime.close()
             raise
+        self._options = LiveOptions(latency_ms=latency_ms, blend=blend_, device=request)
+        try:
+            session_latency(self.character, self._options)  # a latency below the character's needs: refused now
+        except BaseException:
+            if self._own_runtime:
+                self._runtime.close()
+            raise
         super().__init__(settings=ServiceSettings(model=self.character.name), **kwargs)
         self.width, self.height = frame_size(self.character)
-        self._options = LiveOptions(latency_ms=latency_ms, blend=blend_, device=request)
         self._rate = 24_000  # the pipeline's output rate, from setup()
         self._session: LiveSession | None = None
         self._reader: FrameReader | None = None
