@@ -54,7 +54,8 @@ def own_address() -> str | None:
 
 @contextmanager
 def running_agent(*args):
-    """`lipsync agent` on a free port of 127.0.0.1; yields its URL and stops it (SIGTERM) at the end."""
+    """`lipsync agent` on a free port of 127.0.0.1; yields its URL (and its process as `.process`) and stops it
+    (SIGTERM) at the end."""
     process = subprocess.Popen([sys.executable, "-m", "lipsync_cli", "agent", "--port", "0", "--device", "cpu", *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -69,6 +70,7 @@ def running_agent(*args):
         assert url is not None, f"lipsync agent did not start (exit {process.poll()})"
         # keep reading what it says, so that its pipe never fills
         threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
+        running_agent.process = process
         yield url
     finally:
         process.terminate()

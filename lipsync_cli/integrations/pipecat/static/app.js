@@ -1,8 +1,8 @@
 // lipsync agent's page: the microphone to the agent over WebRTC, the character's video and voice back on the
 // first <video> element. window.lipsync.stats is refreshed from getStats() twice a second; window.lipsync.server
-// holds what the agent says about each turn (its data channel messages); connection() and microphone() give the
-// RTCPeerConnection and the microphone's stream to tools that measure. ?autoconnect=1 connects at load;
-// ?token=... is passed on to the agent as a bearer token.
+// holds what the agent says about each turn (its data channel messages, the last ones in server.log);
+// connection() and microphone() give the RTCPeerConnection and the microphone's stream to tools that measure.
+// ?autoconnect=1 connects at load; ?token=... is passed on to the agent as a bearer token.
 "use strict";
 
 (() => {
@@ -10,7 +10,7 @@
   const query = new URLSearchParams(location.search);
   const token = query.get("token");
   const stats = { state: "new", frames_decoded: 0, fps: 0, audio_bytes_received: 0, rtt_ms: null };
-  const server = { turns: 0, interruptions: 0, vad_wait_ms: null, first_frame_ms: null, latency: null };
+  const server = { turns: 0, interruptions: 0, vad_wait_ms: null, first_frame_ms: null, latency: null, log: [] };
   let pc = null, channel = null, microphone = null, timer = null, previous = null, ticks = 0, jitterMs = null;
 
   window.lipsync = { stats, server, connect, disconnect, interrupt, setMuted,
@@ -126,6 +126,8 @@
     else if (m.type === "lipsync-latency") server.latency = m;
     else if (m.type === "lipsync-interrupted") server.interruptions = m.count;
     else return;
+    server.log.push(Object.assign({ t: performance.now() }, m));  // the last 200 messages, with their arrival
+    if (server.log.length > 200) server.log.shift();
     show();
   }
 
