@@ -113,7 +113,20 @@ def level_at(audio: np.ndarray, t: float) -> float:
     return float(audio[min(i, len(audio) - 1), 1])
 
 
+def prepared_template(name="alice"):
+    """Every frame of the character's template prepared in this test session's cache, as a machine that has
+    served it once has them: the figures are those of a running agent, not of its first minute."""
+    from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
+        character = runtime.character(name)
+        with runtime.templates.open(character.template_spec) as template:
+            for k in range(character.template_spec.frames):
+                template.frame(k)
+
+
 def test_the_agent_talks_back_in_chromium_over_webrtc(browser, tmp_path):
+    prepared_template()
     address = own_address()
     assert address is not None and not address.startswith("127."), \
         "WebRTC needs an interface beside loopback (aioice leaves loopback candidates out)"
