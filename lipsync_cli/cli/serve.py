@@ -10,7 +10,9 @@ import typer
 
 from lipsync_cli.cli.batching import MaxMemory, MaxModels, parse_size
 from lipsync_cli.cli.common import Debug, err_console, run_reporting
+from lipsync_cli.errors import InputError
 from lipsync_cli.runtime import Runtime
+from lipsync_cli.serve.cluster.options import ClusterOptions
 from lipsync_cli.serve.config import ServeConfig, load_toml, token_from_env
 
 
@@ -61,6 +63,25 @@ def serve_command(
     config: Annotated[Path | None, typer.Option("--config", metavar="FILE", help="A TOML file with the same keys "
                                                 "(host, port, characters, ...); options given here win.",
                                                 show_default=False)] = None,
+    cluster: Annotated[str | None, typer.Option("--cluster", metavar="ray", help="Run as a Ray Serve application: "
+                                                "one replica per device, sessions routed to a replica with room "
+                                                "(docs/cluster.md).", show_default=False)] = None,
+    ray_address: Annotated[str | None, typer.Option("--address", metavar="ADDR", help="With --cluster: the Ray "
+                                                    "cluster to use (default: $RAY_ADDRESS, else a local Ray "
+                                                    "started for this command).", show_default=False)] = None,
+    replicas: Annotated[int | None, typer.Option("--replicas", metavar="N", help="With --cluster: live replicas "
+                                                 "[default: 1].", show_default=False)] = None,
+    min_replicas: Annotated[int | None, typer.Option("--min-replicas", metavar="A", help="With --cluster: "
+                                                     "autoscale from A replicas ...", show_default=False)] = None,
+    max_replicas: Annotated[int | None, typer.Option("--max-replicas", metavar="B", help="... up to B replicas.",
+                                                     show_default=False)] = None,
+    cpus_per_replica: Annotated[float | None, typer.Option("--cpus-per-replica", metavar="C", help="With "
+                                                           "--cluster: CPUs a replica reserves (its onnxruntime "
+                                                           "threads) [default: 1].", show_default=False)] = None,
+    gpus_per_replica: Annotated[float | None, typer.Option("--gpus-per-replica", metavar="G", help="With "
+                                                           "--cluster: GPUs a replica reserves [default: 1 where "
+                                                           "the cluster has GPUs, else 0].", show_default=False)
+                                ] = None,
     debug: Debug = False,
 ) -> None:
     """Serve live lip-sync: open the page in a browser, or stream over the WebSocket protocol (/v1/live)."""
@@ -77,8 +98,32 @@ def serve_command(
                  "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality,
                  "grpc_port": grpc_port, "precision": precision}
         settings = replace(settings, **{k: v for k, v in given.items() if v is not None}).with_capacity().checked()
+        ray_options = ClusterOptions(ray_address, replicas, min_replicas, max_replicas, cpus_per_replica,
+                                     gpus_per_replica)
+        if cluster is not None:
+            return _serve_on_cluster(cluster, settings, ray_options, {"devices": devices, "grpc_port": grpc_port})
+        if ray_options != ClusterOptions():
+            raise InputError("--address, --replicas, --min-replicas, --max-replicas, --cpus-per-replica and "
+                             "--gpus-per-replica go with --cluster ray", option="cluster")
         with Runtime(runtime_config(settings, parse_size)) as runtime:
             serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))
         return 0
 
     raise typer.Exit(run_reporting(work, debug))
+
+
+def _serve_on_cluster(cluster: str, settings: ServeConfig, options: ClusterOptions, given: dict[str, Any]) -> int:
+    from lipsync_cli.serve.cluster.run import serve_cluster
+    from lipsync_cli.serve.run import runtime_config
+
+    if cluster != "ray":
+        raise InputError(f"--cluster must be ray, not {cluster!r}", option="cluster")
+    if given["devices"] is not None:
+        raise InputError("--devices does not go with --cluster: each replica is one device (--gpus-per-replica, "
+                         "--cpus-per-replica)", option="devices")
+    if given["grpc_port"]:
+        raise InputError("gRPC is not served on a cluster yet (docs/cluster.md says why); leave out --grpc-port",
+                         option="grpc_port")
+    serve_cluster(settings, options.checked(), runtime_config(settings, parse_size),
+                  lambda line: err_console.print(line, soft_wrap=True, markup=False))
+    return 0

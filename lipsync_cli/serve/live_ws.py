@@ -112,7 +112,8 @@ class Connection:
         await self.ws.send_text(json.dumps({
             "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
             "codec": encoder.codec_string, "audio_rate": session.return_rate,
-            "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1)}))
+            "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1),
+            **({"replica": self.server.replica} if self.server.replica else {})}))
         jpeg = JPEG if start.codec == "jpeg" else 0
 
         def wrap(item: Encoded) -> tuple[Encoded, bytes]:

@@ -22,6 +22,7 @@ class Server:
         self.metrics = Metrics(runtime, self.unet_batches)
         self.device_request = DeviceRequest("auto")  # placed on the runtime's devices (--devices)
         self.jpeg_quality = config.jpeg_quality
+        self.replica: str | None = None  # on a cluster: the replica's name, told to clients in `ready`
 
     def unet_batches(self) -> dict[int, int]:
         total: Counter[int] = Counter()
