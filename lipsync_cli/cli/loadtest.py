@@ -154,7 +154,7 @@ def _table(data: dict) -> None:
     console.print(f"all: {data['frames']} frames, {data['fps']} fps; lateness p50 {late['p50']}, p95 {late['p95']}, "
                   f"p99 {late['p99']}, max {late['max']} ms (below 0: before the frame was due); glass to glass "
                   f"p50 {glass['p50']}, p95 {glass['p95']} ms; underruns {data['underruns']}; refused "
-                  f"{data['refused']}; errors {data['errors']}")
+                  f"{data['refused']}; reconnects {data['reconnects']}; errors {data['errors']}")
     if data["memory_mb"]:
         mb = [m for _, m in data["memory_mb"]]
         console.print(f"server memory: {mb[0]:.0f} MB at first, {max(mb):.0f} MB at most, {mb[-1]:.0f} MB at the end")

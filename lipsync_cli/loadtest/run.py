@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from lipsync_cli.loadtest.client import Scenario, SessionResult, run_session
 
@@ -40,7 +41,8 @@ class LoadReport:
                 "speech_frames": r.speech_frames,
                 "lateness_ms": percentiles(r.lateness), "glass_to_glass_ms": percentiles(r.glass),
                 "parts_ms": parts, "underruns": r.underruns, "budget_ms": r.budget_ms, "refused": r.refused,
-                "close_code": r.close_code, "error": r.error, "aligned": r.aligned, "misaligned": r.misaligned,
+                "close_code": r.close_code, "http_status": r.http_status, "reconnects": r.reconnects,
+                "error": r.error, "aligned": r.aligned, "misaligned": r.misaligned,
                 "alignments": len(r.offsets), "drift_frames": drift(r)}
 
     def to_json(self) -> dict:
@@ -54,6 +56,7 @@ class LoadReport:
             "sessions": self.sessions, "seconds": self.seconds, "served": len(served),
             "refused": sum(r.refused is not None for r in self.results),
             "errors": sum(r.error is not None for r in self.results),
+            "reconnects": sum(r.reconnects for r in self.results),
             "frames": sum(r.frames for r in served), "fps": round(sum(row["fps"] or 0 for row in rows
                                                                         if row["refused"] is None), 2),
             "lateness_ms": percentiles([x for r in served for x in r.lateness]),
@@ -69,7 +72,7 @@ class LoadReport:
 def drift(r: SessionResult) -> int | None:
     """How many frames the stream gained or lost against the clock between 10 % and 90 % of its frames: the
     lead of the newest frame over floor((t - budget) * fps) at both moments."""
-    if len(r.arrivals) < 10:
+    if len(r.arrivals) < 10 or r.reconnects:  # a new connection's frames start again at index 0
         return None
     budget = r.budget_ms / 1000
 
@@ -81,17 +84,18 @@ def drift(r: SessionResult) -> int | None:
 
 
 def _server_process(metrics_url: str, token: str | None) -> tuple[float, float] | None:
-    """The server's resident memory (MB) and CPU seconds so far, from its /metrics."""
+    """The server's resident memory (MB) and CPU seconds so far, from its /metrics: on a cluster, the sum over
+    its replicas (each sample labelled with its `replica`)."""
     request = urllib.request.Request(metrics_url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         text = urllib.request.urlopen(request, timeout=5).read().decode()
     except OSError:
         return None
-    values = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
-            values[name] = float(value)
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
+                values[sample.name] = values.get(sample.name, 0.0) + sample.value
     if len(values) < 2:
         return None
     return values["process_resident_memory_bytes"] / 2**20, values["process_cpu_seconds_total"]

@@ -12,7 +12,7 @@
   const stats = {
     state: "connecting", codec: null, framesReceived: 0, framesDecoded: 0, framesShown: 0, speechFramesShown: 0,
     idleFramesShown: 0, lastShownIndex: -1, lastShownSpeech: false, lastShownRms: 0, latency: null, underruns: 0,
-    fps: 0, bufferMs: 0, generation: 0, lastError: null,
+    fps: 0, bufferMs: 0, generation: 0, lastError: null, replica: null, reconnects: 0, atCapacity: 0,
   };
   window.lipsync = { stats, regionSample };
 
@@ -43,22 +43,56 @@
     if (wanted && characters.some((c) => c.name === wanted)) select.value = wanted;
   }
 
-  function connect() {
+  // A dropped connection (a server or a cluster's replica gone: 1006, or 1001 going away) and a refusal for
+  // capacity (1013, or a refusal before the upgrade, which a browser cannot read: /readyz tells) are tried
+  // again by themselves, after a pause that doubles up to 10 s; any other close waits for the button.
+  let retryTimer = null, retryPause = 0.5, opened = false;
+
+  function retry(text) {
+    const seconds = retryPause;
+    retryPause = Math.min(2 * retryPause, 10);
+    setState(`${text}: trying again in ${seconds} s…`, "wait");
+    retryTimer = setTimeout(() => { retryTimer = null; stats.reconnects++; connect(true); }, seconds * 1000);
+  }
+
+  async function closed(e) {
+    const why = stats.lastError ? `: ${stats.lastError}` : "";
+    if (e.code === 1013) {
+      stats.atCapacity++;
+      retry("at capacity, try again");
+    } else if (!opened && e.code === 1006) {
+      let busy = false;
+      try {
+        busy = (await fetch("/readyz", { cache: "no-store" })).status === 503;
+      } catch (_) { /* the server cannot be reached at all */ }
+      if (busy) stats.atCapacity++;
+      retry(busy ? "at capacity, try again" : "cannot connect");
+    } else if (e.code === 1006 || e.code === 1001) {
+      retry(e.code === 1006 ? "connection lost" : `the server went away (1001${why})`);
+    } else {
+      setState(e.code === 1000 ? "disconnected" : `disconnected (${e.code}${why})`, "down");
+    }
+  }
+
+  function connect(again) {
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    if (again !== true) retryPause = 0.5;
     reset();
+    opened = false;
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/live" +
       (token ? "?token=" + encodeURIComponent(token) : "");
     ws = new WebSocket(url, ["lipsync.v1"]);
     ws.binaryType = "arraybuffer";
     setState("connecting…");
-    ws.onopen = () => ws.send(JSON.stringify({
-      type: "start", character: select.value || "alice", audio: { format: "s16le", rate: RATE, channels: 1 },
-      video: { codec: hasWebCodecs ? "h264" : "jpeg" },
-    }));
-    ws.onmessage = (e) => (typeof e.data === "string" ? onText(JSON.parse(e.data)) : onFrame(e.data));
-    ws.onclose = (e) => {
-      const why = stats.lastError ? `: ${stats.lastError}` : "";
-      setState(e.code === 1000 ? "disconnected" : `disconnected (${e.code}${why})`, "down");
+    ws.onopen = () => {
+      opened = true;
+      ws.send(JSON.stringify({
+        type: "start", character: select.value || "alice", audio: { format: "s16le", rate: RATE, channels: 1 },
+        video: { codec: hasWebCodecs ? "h264" : "jpeg" },
+      }));
     };
+    ws.onmessage = (e) => (typeof e.data === "string" ? onText(JSON.parse(e.data)) : onFrame(e.data));
+    ws.onclose = closed;
   }
 
   function reset() {
@@ -72,12 +106,13 @@
   function onText(m) {
     if (m.type === "ready") {
       canvas.width = m.width; canvas.height = m.height;
-      stats.codec = m.codec; stats.lastError = null;
+      stats.codec = m.codec; stats.lastError = null; stats.replica = m.replica || null; retryPause = 0.5;
       if (m.codec !== "jpeg") {
         decoder = new VideoDecoder({ output: onDecoded, error: (e) => { stats.lastError = String(e); } });
         decoder.configure({ codec: m.codec, optimizeForLatency: true });
       }
-      setState(`live · ${select.value} · ${m.codec === "jpeg" ? "JPEG" : "H.264"}`, "live");
+      const where = m.replica ? ` · replica ${m.replica}` : "";
+      setState(`live · ${select.value} · ${m.codec === "jpeg" ? "JPEG" : "H.264"}${where}`, "live");
       if (params.get("mic") === "1" && !handsFree) setHandsFree(true);
     } else if (m.type === "stats") {
       stats.underruns = m.underrun_frames;
@@ -306,9 +341,9 @@
     stopFile(); outgoing = [];
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "interrupt" }));
   });
-  $("reconnect").addEventListener("click", connect);
+  $("reconnect").addEventListener("click", () => connect());
   $("start-button").addEventListener("click", () => { if (playCtx) playCtx.resume(); });
-  select.addEventListener("change", connect);
+  select.addEventListener("change", () => connect());
   const stage = $("stage");
   stage.addEventListener("dragover", (e) => { e.preventDefault(); stage.classList.add("dragging"); });
   stage.addEventListener("dragleave", () => stage.classList.remove("dragging"));
@@ -318,7 +353,7 @@
     if (file) playBuffer(await file.arrayBuffer());
   });
 
-  loadCharacters().then(connect, (e) => setState("cannot list characters: " + e.message, "down"));
+  loadCharacters().then(() => connect(), (e) => setState("cannot list characters: " + e.message, "down"));
   requestAnimationFrame(draw);
   setInterval(overlay, 250);
 })();
