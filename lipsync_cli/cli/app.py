@@ -58,7 +58,8 @@ app.command("live", cls=PlainHelp, epilog=example(
     "tts --pcm | lipsync live - -c alice --rate 24000 --to out.ts"))(live.live_command)
 app.command("serve", cls=PlainHelp, epilog=example(
     "lipsync serve --characters ./characters --max-sessions 8",
-    "LIPSYNC_TOKEN=... lipsync serve --host 0.0.0.0"))(serve.serve_command)
+    "LIPSYNC_TOKEN=... lipsync serve --host 0.0.0.0",
+    "lipsync serve --cluster ray --address HEAD:6379 --replicas 4 --capacity capacity.json"))(serve.serve_command)
 app.command("agent", cls=PlainHelp, epilog=example(
     "lipsync agent --character alice",
     "lipsync agent --host 0.0.0.0 --token $(openssl rand -hex 16)"))(agent.agent_command)

@@ -60,12 +60,14 @@ class ClusterOptions:
         return f"{n} replica{'s' if n != 1 else ''}"
 
 
-def live_deployment(options: ClusterOptions, capacity: int, gpus: float) -> dict[str, Any]:
+def live_deployment(options: ClusterOptions, capacity: int, gpus: float, session_seconds: float) -> dict[str, Any]:
     """The live replicas' deployment options. An open WebSocket is one ongoing request for its whole life, so
     `max_ongoing_requests` is the replica's session capacity plus one: Serve routes a new session to the replica
     with the fewest (serve/cluster/replicas.py's router), and when every replica is full, the extra place lets a
     replica answer the session itself with 1013 (at capacity), as a single server does, instead of Serve
-    queueing it. Beyond that, a short queue for a burst; past it Serve refuses before the upgrade."""
+    queueing it. Beyond that, a short queue for a burst; past it Serve refuses before the upgrade. A replica
+    that Serve scales down takes no new session and is stopped once its sessions have ended (at most a session's
+    length); stopping the application drains every session first (1001)."""
     scaling: dict[str, Any]
     if options.min_replicas is not None:
         scaling = {"autoscaling_config": {
@@ -78,7 +80,8 @@ def live_deployment(options: ClusterOptions, capacity: int, gpus: float) -> dict
     return {**scaling, "max_ongoing_requests": capacity + 1, "max_queued_requests": max(4, capacity),
             "ray_actor_options": {"num_cpus": options.cpus, "num_gpus": gpus,
                                   "runtime_env": {"env_vars": dict(NORMAL_PRIORITY)}},
-            "health_check_period_s": 2.0, "graceful_shutdown_timeout_s": 3.0, "graceful_shutdown_wait_loop_s": 0.2}
+            "health_check_period_s": 2.0, "graceful_shutdown_timeout_s": session_seconds + 5.0,
+            "graceful_shutdown_wait_loop_s": 0.2}
 
 
 def front_deployment() -> dict[str, Any]:

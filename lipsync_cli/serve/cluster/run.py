@@ -116,7 +116,7 @@ class ClusterServer:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         threads = max(1, round(self.options.cpus))
         live, front = deployments()
-        live_options = live_deployment(self.options, self.config.per_device, gpus)
+        live_options = live_deployment(self.options, self.config.per_device, gpus, self.config.session_max_seconds)
         live_options["request_router_config"] = {"request_router_class": FewestSessions}
         app_config = replace(self.config, port=self.port, grpc_port=0)
         try:
