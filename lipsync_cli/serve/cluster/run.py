@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from lipsync_cli.cluster.worker import pack_character
@@ -47,6 +48,15 @@ def import_ray():
     return ray
 
 
+def token_auth() -> None:
+    """A cluster started by `ray start` (Ray 2.60 on) wants its token from every driver, but a driver sends it
+    only in token mode: take that mode where the token is at hand and nothing says otherwise, as Ray does
+    for a cluster it starts itself."""
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get(
+            "RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
@@ -59,6 +69,8 @@ class ClusterServer:
 
     def __init__(self, config: ServeConfig, options: ClusterOptions, runtime: RuntimeConfig = RuntimeConfig(),
                  announce: Callable[[str], None] | None = None) -> None:
+        if options.address or os.environ.get("RAY_ADDRESS"):
+            token_auth()  # before Ray is imported: it reads its authentication mode once
         self.ray = import_ray()
         self.config, self.options, self.runtime_config = config, options, runtime
         self.announce = announce or (lambda line: None)
