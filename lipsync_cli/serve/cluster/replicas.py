@@ -229,10 +229,12 @@ class FrontReplica:
             self.view.reports = reports
             await asyncio.sleep(REFRESH_EVERY)
 
-    def __del__(self) -> None:
-        self.task.cancel()
+    def __del__(self) -> None:  # Serve calls it at shutdown, also when building the app failed half-way
+        if hasattr(self, "task"):
+            self.task.cancel()
         self.runtime.close()
-        shutil.rmtree(self.root, ignore_errors=True)
+        if hasattr(self, "root"):
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def deployments() -> tuple[Any, Any]:
