@@ -6,16 +6,18 @@ and reconnects by itself. The drop and the refusal come from a TCP forwarder cut
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
 import numpy as np
+from websockets.sync.client import connect
 
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.loadtest.client import Scenario, SessionResult, run_session
 
 from .cut_proxy import CutProxy
-from .serve_helpers import server
+from .serve_helpers import server, start_message, ws_url
 from .test_browser import CHROMIUM, browser  # noqa: F401 (the module's Chromium fixture)
 
 SPEECH = (speech_like(4.0, seed=5) * 32767).astype(np.int16)
@@ -48,16 +50,16 @@ def test_the_load_generator_reconnects_a_dropped_session_and_names_refusals(runt
             assert indices[:restart] == list(range(restart)) and indices[restart] == 0 and len(indices) > restart + 10
 
             # the one place is taken: the next session is refused with 1013
-            holder, _ = in_thread(Scenario(running.url.replace("http://", "ws://") + "/v1/live", seconds=3.0,
-                                           idle=True))
             deadline = time.monotonic() + 30
-            while running.server.manager.active < 1 and time.monotonic() < deadline:
+            while running.server.manager.active and time.monotonic() < deadline:  # the last one's place given back
                 time.sleep(0.05)
-            thread, out = in_thread(Scenario(url, seconds=1.0))
-            thread.join(60)
+            with connect(ws_url(running), open_timeout=30) as holder:
+                holder.send(start_message())
+                assert json.loads(holder.recv(timeout=30))["type"] == "ready"
+                thread, out = in_thread(Scenario(url, seconds=1.0))
+                thread.join(60)
             assert out[0].refused == "at capacity, try again (at capacity: 1 of 1 sessions; try again later)"
             assert out[0].close_code == 1013 and out[0].reconnects == 0
-            holder.join(60)
 
             proxy.refuse_status = 503  # what Ray Serve answers before the upgrade when it can queue no more
             thread, out = in_thread(Scenario(url, seconds=1.0))

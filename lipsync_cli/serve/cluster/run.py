@@ -191,6 +191,9 @@ class ClusterServer:
             from ray import serve
 
             try:
+                # the live replicas first, gracefully, while the proxies still carry the sessions' last
+                # messages (their close frames) to the clients; then the front, the proxies, the controller
+                serve.delete(LIVE_APP)
                 serve.shutdown()
             except Exception:  # noqa: S110 (Serve is going away with Ray anyway)
                 pass
