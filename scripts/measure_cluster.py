@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,6 +108,7 @@ def main() -> None:
         for process in (direct, cluster):
             process.send_signal(signal.SIGTERM)
             process.wait(60)
+        shutil.rmtree(ray_dir, ignore_errors=True)
     out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results, indent=2))
 

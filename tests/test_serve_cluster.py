@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def cluster():
             time.sleep(0.2)
         for pid in processes_of(command.ray_dir):  # a failed test must not leave Ray running
             os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(command.ray_dir, ignore_errors=True)  # Ray's session folder and logs
 
 
 def ws(cluster):
