@@ -1,4 +1,4 @@
-"""The LiveKit figures (docs/livekit.md): a character through AvatarRunner's synchroniser into the tests'
+"""The LiveKit figures (docs/voice-agents.md): a character through AvatarRunner's synchroniser into the tests'
 stand-in room, whose published tracks LiveKit's own streams read back: video frames per second handed to the
 room's video source (idle and speaking) against the character's fps, whether the voice arrives whole and
 contiguous (silence the audio source had to insert while starved, in 10 ms pieces), and the time from the
