@@ -260,16 +260,25 @@ def test_health_needs_no_token_where_everything_else_does():
             good.cancel()
 
 
-def test_shutdown_ends_a_stream_with_going_away():
+def test_a_drain_turns_health_not_serving_and_ends_a_stream_with_going_away():
     with Runtime(RuntimeConfig(devices="cpu")) as runtime:
         with grpc_server(runtime, CHARACTERS) as (running, channel):
             stream = Stream(channel)
             stream.start()
             assert stream.next().WhichOneof("kind") == "ready"
             assert stream.next().WhichOneof("kind") == "frame"
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
             running.server.manager.draining.set()  # what stop() and SIGTERM do first
+            statuses = []
+            for _ in range(100):  # a load balancer asking meanwhile hears NOT_SERVING, long before the port closes
+                statuses.append(health.Check(health_pb2.HealthCheckRequest(service="lipsync.v1.Live")).status)
+                if statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                time.sleep(0.02)
             error, status = stream.refused(close=False)
             stream.outgoing.put(None)
+    assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING
     assert (error.code, status, error.message) == (1001, grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
 

@@ -271,6 +271,10 @@ class LiveSession:
             self._closed = True
             self._cond.notify_all()
         self._worker.join(timeout=10)
+        with self._cond:  # its pictures and audio go back now, whoever still holds the session
+            self._out.clear()
+            self._slots.clear()
+            self._utterances.clear()
         if self._shared_key is not None:
             self._runtime.release_shared(self._shared_key)
         else:

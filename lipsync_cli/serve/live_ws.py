@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from lipsync_cli.errors import InputError, LipsyncError
 from lipsync_cli.live import LiveSession
 from lipsync_cli.serve.protocol import (
+    BAD_DATA,
     JPEG,
     KEYFRAME,
     NORMAL,
@@ -31,8 +32,10 @@ from lipsync_cli.serve.protocol import (
     parse_text,
 )
 from lipsync_cli.serve.transport import (
-    FRAME_QUEUE,
+    CLOSE_TIMEOUT,
     Encoded,
+    Outbox,
+    bounded,
     live_session,
     pump,
     push_audio,
@@ -53,7 +56,7 @@ class Connection:
         self.ws, self.server = ws, server
         self.loop = asyncio.get_running_loop()
         self.control: asyncio.Queue[str] = asyncio.Queue()
-        self.frames: asyncio.Queue[tuple[Encoded, bytes] | BaseException] = asyncio.Queue(FRAME_QUEUE)
+        self.outbox = Outbox(self.loop)
         self.stop = threading.Event()
         self.session: LiveSession | None = None
         self.sent = 0
@@ -62,15 +65,15 @@ class Connection:
 
     async def run(self) -> None:
         offered = self.ws.scope.get("subprotocols", [])
-        await self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
         try:
+            await bounded(self.ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None))
             self._check_trust()
             start = await self._start()
             await self._serve(start)
         except ProtocolError as exc:
             await self._close(exc.code, str(exc), exc.reason)
-        except WebSocketDisconnect:
-            self.server.metrics.refused.labels("client_gone").inc()
+        except WebSocketDisconnect as exc:
+            self.server.metrics.refused.labels("bad_text" if exc.code == BAD_DATA else "client_gone").inc()
         except LipsyncError as exc:  # a character or model that cannot be served
             await self._close(POLICY if isinstance(exc, InputError) else SERVER_ERROR, str(exc), "refused")
         except Exception as exc:  # a bug: this session ends, the server goes on
@@ -96,32 +99,37 @@ class Connection:
         return parse_start(parse_text(message["text"]))
 
     async def _serve(self, start: Start) -> None:
+        closing = None
         try:
             async with live_session(self.server, start) as self.session:
                 try:
                     await self._stream(start)
-                except ProtocolError as exc:  # the client hears why at once; the clean-up may take a moment
-                    await self._close(exc.code, str(exc), exc.reason)
+                except ProtocolError as exc:  # the client hears why at once, while the session is closed and
+                    # its place given back (never after the client has taken the close: it may never take it)
+                    closing = asyncio.create_task(self._close(exc.code, str(exc), exc.reason))
         finally:
             self.stop.set()
+            self.outbox.clear()
+            self.session = None
+            if closing is not None:
+                await closing
 
     async def _stream(self, start: Start) -> None:
         session = self.session
         assert session is not None
         encoder, width, height = video_encoder(self.server, session, start.codec)
-        await self.ws.send_text(json.dumps({
+        await bounded(self.ws.send_text(json.dumps({
             "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
             "codec": encoder.codec_string, "audio_rate": session.return_rate,
             "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1),
-            **({"replica": self.server.replica} if self.server.replica else {})}))
+            **({"replica": self.server.replica} if self.server.replica else {})})))
         jpeg = JPEG if start.codec == "jpeg" else 0
 
-        def wrap(item: Encoded) -> tuple[Encoded, bytes]:
-            f = item.frame
-            flags = (KEYFRAME if item.keyframe else 0) | (SPEECH if f.speech else 0) | jpeg
-            return item, frame_message(flags, f.generation, f.index, round(f.pts * 1e6), item.video, item.pcm)
+        def wrap(f: Encoded, video: bytes, pcm: bytes) -> bytes:
+            flags = (KEYFRAME if f.keyframe else 0) | (SPEECH if f.speech else 0) | jpeg
+            return frame_message(flags, f.generation, f.index, round(f.pts * 1e6), video, pcm)
 
-        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.loop, self.frames, wrap),
+        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.outbox, wrap),
                                   name="lipsync-ws-pump", daemon=True)
         thread.start()
         tasks = [asyncio.create_task(t) for t in (self._receive(start), self._send(start.codec),
@@ -144,7 +152,7 @@ class Connection:
             self.sent += 1
             self.last_latency = item.latency_ms() or self.last_latency
 
-        await send_loop(self.server, self.session, codec, self.control, self.frames, self.ws.send_text,
+        await send_loop(self.server, self.session, codec, self.control, self.outbox, self.ws.send_text,
                         self.ws.send_bytes, self._stats, sent, self.stop)
 
     def _stats(self) -> str:
@@ -186,8 +194,9 @@ class Connection:
         if reason is not None:
             self.server.metrics.refused.labels(reason).inc()
         try:
-            if message:
-                await self.ws.send_text(json.dumps({"type": "error", "message": message, "code": code}))
-            await self.ws.close(code, reason or "")
-        except (RuntimeError, WebSocketDisconnect, OSError):
-            pass  # the client is gone already
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                if message:
+                    await self.ws.send_text(json.dumps({"type": "error", "message": message, "code": code}))
+                await self.ws.close(code, reason or "")
+        except (RuntimeError, WebSocketDisconnect, OSError, TimeoutError):
+            pass  # the client is gone already, or takes nothing (its connection is dropped: serve/wire.py)

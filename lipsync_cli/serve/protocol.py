@@ -21,11 +21,14 @@ HEADER = struct.Struct("<BBHIQQII")
 KIND_FRAME = 1
 KEYFRAME, SPEECH, JPEG = 1, 2, 4
 MAX_TEXT = 4096  # bytes of one text message
+MAX_DEPTH = 8  # objects and arrays within each other in one text message (the start message needs 2)
 MAX_AUDIO_SECONDS = 1.0  # of one binary message
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # close codes
-NORMAL, GOING_AWAY, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN = 1000, 1001, 1008, 1009, 1011, 1013
+NORMAL, GOING_AWAY, BAD_DATA, POLICY, TOO_BIG, SERVER_ERROR, TRY_AGAIN = 1000, 1001, 1007, 1008, 1009, 1011, 1013
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[][{}]")
 
 AudioFormat = Literal["s16le", "f32le"]
 Codec = Literal["h264", "jpeg"]
@@ -58,8 +61,16 @@ class Start:
 
 
 def parse_text(text: str) -> dict:
-    if len(text.encode()) > MAX_TEXT:
+    """A client's text message, checked before it is parsed: valid UTF-8 (the WebSocket layer hands invalid
+    bytes over as surrogates, serve/wire.py), its size, how deep it nests; then a JSON object with a type."""
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        raise ProtocolError("a text message must be valid UTF-8", BAD_DATA, "bad_text") from None
+    if size > MAX_TEXT:
         raise ProtocolError(f"a text message is limited to {MAX_TEXT} bytes", TOO_BIG, "too_big")
+    if nesting(text) > MAX_DEPTH:
+        raise ProtocolError(f"a text message may nest objects and arrays at most {MAX_DEPTH} deep", reason="bad_json")
     try:
         message = json.loads(text)
     except ValueError:
@@ -67,6 +78,15 @@ def parse_text(text: str) -> dict:
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError('a text message must be a JSON object with a "type"', reason="bad_json")
     return message
+
+
+def nesting(text: str) -> int:
+    """How deep the brackets of a JSON text go, strings left out (json.loads recurses once per level)."""
+    depth = most = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        most = max(most, depth)
+    return most
 
 
 def parse_start(message: dict) -> Start:

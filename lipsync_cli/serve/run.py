@@ -18,6 +18,7 @@ from lipsync_cli.runtime import Runtime, RuntimeConfig
 from lipsync_cli.serve.app import create_app
 from lipsync_cli.serve.config import ServeConfig
 from lipsync_cli.serve.server import Server
+from lipsync_cli.serve.wire import HttpParser, uvicorn_options
 from lipsync_cli.trust import address
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
     server = Server(config, runtime)
     app = create_app(server)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_config=_logging(config.log_format),
-                               timeout_graceful_shutdown=2, ws_max_size=1 << 20, lifespan="on")
+                               timeout_graceful_shutdown=2, lifespan="on", **uvicorn_options())
     uv = _Uvicorn(uv_config, server)
     grpc = open_grpc(server, config.grpc_port) if config.grpc_port else None
     names = ", ".join(sorted(server.manager.characters)) or "no characters"
@@ -109,8 +110,9 @@ class RunningServer:
     """A server on a thread of this process (for `lipsync loadtest` and tests): bound to a free port of the
     config's host when its port is 0; `stop()` closes every session and waits for uvicorn to end."""
 
-    def __init__(self, config: ServeConfig, runtime: Runtime, grpc_port: int | None = None) -> None:
-        """`grpc_port`: also serve gRPC there (0: a free port; None: no gRPC)."""
+    def __init__(self, config: ServeConfig, runtime: Runtime, grpc_port: int | None = None,
+                 http: HttpParser = "auto") -> None:
+        """`grpc_port`: also serve gRPC there (0: a free port; None: no gRPC); `http`: uvicorn's HTTP parser."""
         self.server = Server(config, runtime)
         self.grpc = open_grpc(self.server, grpc_port) if grpc_port is not None else None
         self._sock = socket.socket(socket.AF_INET6 if ":" in config.host else socket.AF_INET)
@@ -118,7 +120,7 @@ class RunningServer:
         self._sock.bind((config.host, config.port))
         self.port = self._sock.getsockname()[1]
         uv_config = uvicorn.Config(create_app(self.server), log_config=_logging(config.log_format),
-                                   timeout_graceful_shutdown=2, ws_max_size=1 << 20, lifespan="on")
+                                   timeout_graceful_shutdown=2, lifespan="on", **uvicorn_options(http))
         self._uv = uvicorn.Server(uv_config)
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [self._sock]}, daemon=True,
                                         name="lipsync-serve")

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lipsync_cli.errors import InputError
-from lipsync_cli.live import LiveFrame, LiveOptions, LiveSession
+from lipsync_cli.live import LiveOptions, LiveSession
+from lipsync_cli.live.frames import LatencyParts
 from lipsync_cli.live.session import Overrun
 from lipsync_cli.models.devices import Device, DeviceRequest, request_for
 from lipsync_cli.models.precision import as_precision_request
@@ -26,7 +27,9 @@ from lipsync_cli.serve.protocol import GOING_AWAY, POLICY, SERVER_ERROR, TOO_BIG
 if TYPE_CHECKING:
     from lipsync_cli.serve.server import Server
 
-FRAME_QUEUE = 50  # frames encoded ahead of the transport (2 s at 25 fps)
+FRAME_QUEUE = 50  # frames encoded ahead of the transport (2 s at 25 fps), each its encoded bytes only
+SEND_TIMEOUT = 10.0  # seconds a client may leave a message untaken before its session ends
+CLOSE_TIMEOUT = 2.0  # seconds for the error and the close of a session that has ended
 
 
 def device_request(device: Device) -> DeviceRequest:
@@ -67,17 +70,23 @@ def video_encoder(server: Server, session: LiveSession, codec: str) -> tuple[H26
     return encoder, width, height
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class Encoded:
-    frame: LiveFrame
-    video: bytes
+    """What a transport keeps of a frame once it is encoded: its facts, not its picture."""
+
+    index: int
+    generation: int
+    speech: bool
+    underrun: bool
+    pts: float
+    due: float  # on the session's clock
+    latency: LatencyParts | None
     keyframe: bool
-    pcm: bytes  # the frame's audio, s16le at the session's return rate
     seconds: float  # encoding it
 
     def latency_ms(self) -> dict[str, float] | None:
         """A speech frame's latency and its parts, encoding included, in ms."""
-        p = self.frame.latency
+        p = self.latency
         if p is None:
             return None
         return {"total": round((p.total + self.seconds) * 1000, 1), "lookahead": round(p.lookahead * 1000, 1),
@@ -85,20 +94,42 @@ class Encoded:
                 "composite": round(p.composite * 1000, 1), "encode": round(self.seconds * 1000, 1)}
 
 
-def pump(session: LiveSession, encoder: H264Encoder | JpegEncoder, stop: threading.Event,
-         loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, wrap: Callable[[Encoded], Any]) -> None:
-    """On a thread of its own (encoding blocks): the session's frames, encoded and wrapped for the transport,
-    onto its queue, a keyframe first after each interrupt; what broke the session goes on the queue too."""
+class Outbox:
+    """The encoded frames waiting for the transport, at most FRAME_QUEUE. The pump's thread waits for room
+    itself (nothing of it is left pending on the event loop when the connection ends), and `clear` drops
+    what a connection that ended never took."""
 
-    def put(item: object) -> None:
-        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int = FRAME_QUEUE) -> None:
+        self._loop = loop
+        self._items: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = threading.Semaphore(size)
+
+    def put(self, item: object, stop: threading.Event) -> None:
+        """On the pump's thread: waits for room (or `stop`)."""
         while not stop.is_set():
-            try:
-                future.result(timeout=0.2)
+            if self._room.acquire(timeout=0.2):
+                try:
+                    self._loop.call_soon_threadsafe(self._items.put_nowait, item)
+                except RuntimeError:  # the loop is closed: the server has stopped
+                    pass
                 return
-            except TimeoutError:
-                continue
 
+    async def get(self, timeout: float) -> Any:
+        """The next item (TimeoutError after `timeout` seconds)."""
+        item = await asyncio.wait_for(self._items.get(), timeout)
+        self._room.release()
+        return item
+
+    def clear(self) -> None:
+        while not self._items.empty():
+            self._items.get_nowait()
+
+
+def pump(session: LiveSession, encoder: H264Encoder | JpegEncoder, stop: threading.Event, outbox: Outbox,
+         wrap: Callable[[Encoded, bytes, bytes], Any]) -> None:
+    """On a thread of its own (encoding blocks): the session's frames, encoded and wrapped for the transport
+    (as (Encoded, message)), into its outbox, a keyframe first after each interrupt; what broke the session
+    goes there too."""
     generation = 0
     try:
         while not stop.is_set():
@@ -111,10 +142,13 @@ def pump(session: LiveSession, encoder: H264Encoder | JpegEncoder, stop: threadi
             started = time.perf_counter()
             video, key = encoder.encode(frame.image)
             pcm = (np.clip(frame.audio, -1, 1) * 32767).round().astype("<i2").tobytes()
-            put(wrap(Encoded(frame, video, key, pcm, time.perf_counter() - started)))
+            facts = Encoded(frame.index, frame.generation, frame.speech, frame.underrun, frame.pts, frame.due,
+                            frame.latency, key, time.perf_counter() - started)
+            del frame  # its picture goes back now, not when the next frame comes
+            outbox.put((facts, wrap(facts, video, pcm)), stop)
     except BaseException as exc:  # the session broke (a model returning NaN): this connection ends
         if not stop.is_set():
-            put(exc)
+            outbox.put(exc, stop)
 
 
 def push_audio(session: LiveSession, start: Start, data: bytes) -> None:
@@ -144,39 +178,48 @@ async def watch_limits(server: Server) -> None:
         await asyncio.sleep(0.1)
 
 
-async def send_loop(server: Server, session: LiveSession, codec: str, control: asyncio.Queue, frames: asyncio.Queue,
+async def bounded(send: Awaitable[None]) -> None:
+    """A send to the client, which must take it within SEND_TIMEOUT seconds or lose its session."""
+    try:
+        await asyncio.wait_for(send, SEND_TIMEOUT)
+    except TimeoutError:
+        raise ProtocolError(f"the client took nothing sent to it for {SEND_TIMEOUT:g} s", POLICY,
+                            "slow_client") from None
+
+
+async def send_loop(server: Server, session: LiveSession, codec: str, control: asyncio.Queue, outbox: Outbox,
                     send_control: Callable[[Any], Awaitable[None]], send_frame: Callable[[Any], Awaitable[None]],
                     stats: Callable[[], Any], sent: Callable[[Encoded], None], stop: threading.Event) -> None:
     """What goes out, in order of urgency: control messages first, stats about once a second, then the
-    frames, dropping those of a generation an interrupt has ended."""
+    frames, dropping those of a generation an interrupt has ended; each send bounded in time."""
     next_stats = time.monotonic() + 1.0
     while not stop.is_set():
         while not control.empty():
-            await send_control(control.get_nowait())
+            await bounded(send_control(control.get_nowait()))
         if time.monotonic() >= next_stats:
             next_stats = time.monotonic() + 1.0
-            await send_control(stats())
+            await bounded(send_control(stats()))
         try:
-            item = await asyncio.wait_for(frames.get(), 0.1)
+            item = await outbox.get(0.1)
         except TimeoutError:
             continue
         if isinstance(item, BaseException):
             raise ProtocolError(f"the session failed: {item}", SERVER_ERROR, "session_failed")
         encoded, message = item
-        if encoded.frame.generation != session.generation:
+        if encoded.generation != session.generation:
             continue  # of an utterance interrupted meanwhile
-        await send_frame(message)
-        record(server, encoded, codec, session.clock() - encoded.frame.due)
+        await bounded(send_frame(message))
+        record(server, encoded, codec, session.clock() - encoded.due)
         sent(encoded)
 
 
 def record(server: Server, item: Encoded, codec: str, late: float) -> None:
     """The metrics of a frame that went out `late` seconds after its due time (< 0: before)."""
-    metrics, frame = server.metrics, item.frame
-    metrics.frames.labels("speech" if frame.speech else "idle").inc()
+    metrics = server.metrics
+    metrics.frames.labels("speech" if item.speech else "idle").inc()
     metrics.encode.labels(codec).observe(item.seconds)
     metrics.lateness.observe(max(0.0, late))
-    if frame.underrun:
+    if item.underrun:
         metrics.underruns.inc()
-    if frame.latency is not None:
-        metrics.latency.observe(frame.latency.total + item.seconds)
+    if item.latency is not None:
+        metrics.latency.observe(item.latency.total + item.seconds)

@@ -31,8 +31,10 @@ from lipsync_cli.serve.protocol import (
 from lipsync_cli.serve.rpc import live_pb2 as pb
 from lipsync_cli.serve.rpc import live_pb2_grpc
 from lipsync_cli.serve.transport import (
-    FRAME_QUEUE,
+    CLOSE_TIMEOUT,
     Encoded,
+    Outbox,
+    bounded,
     live_session,
     pump,
     push_audio,
@@ -94,7 +96,7 @@ class _Stream:
         self.requests = requests.__aiter__()
         self.loop = asyncio.get_running_loop()
         self.control: asyncio.Queue[pb.ServerMessage] = asyncio.Queue()
-        self.frames: asyncio.Queue[tuple[Encoded, pb.ServerMessage] | BaseException] = asyncio.Queue(FRAME_QUEUE)
+        self.outbox = Outbox(self.loop)
         self.stop = threading.Event()
         self.session: LiveSession | None = None
         self.sent = 0
@@ -104,7 +106,7 @@ class _Stream:
         self.server.metrics.refused.labels(reason).inc()
         try:
             await asyncio.wait_for(self.context.write(pb.ServerMessage(error=pb.Error(
-                message=message, code=code, reason=reason))), 5.0)
+                message=message, code=code, reason=reason))), CLOSE_TIMEOUT)
         except Exception:  # noqa: BLE001 - the client is gone already
             pass
         await self.context.abort(STATUS.get(code, grpc.StatusCode.INTERNAL), message)
@@ -126,24 +128,25 @@ class _Stream:
                 await self._stream(start)
         finally:
             self.stop.set()
+            self.outbox.clear()
+            self.session = None
 
     async def _stream(self, start: Start) -> None:
         session = self.session
         assert session is not None
         encoder, width, height = video_encoder(self.server, session, start.codec)
-        await self.context.write(pb.ServerMessage(ready=pb.Ready(
+        await bounded(self.context.write(pb.ServerMessage(ready=pb.Ready(
             session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
             audio_rate=session.return_rate, lookahead_ms=round(session.lookahead * 1000, 1),
-            latency_ms=round(session.latency * 1000, 1))))
+            latency_ms=round(session.latency * 1000, 1)))))
         jpeg = start.codec == "jpeg"
 
-        def wrap(item: Encoded) -> tuple[Encoded, pb.ServerMessage]:
-            f = item.frame
-            return item, pb.ServerMessage(frame=pb.Frame(
-                index=f.index, generation=f.generation, pts_us=round(f.pts * 1e6), keyframe=item.keyframe,
-                speech=f.speech, jpeg=jpeg, video=item.video, audio=item.pcm))
+        def wrap(f: Encoded, video: bytes, pcm: bytes) -> pb.ServerMessage:
+            return pb.ServerMessage(frame=pb.Frame(
+                index=f.index, generation=f.generation, pts_us=round(f.pts * 1e6), keyframe=f.keyframe,
+                speech=f.speech, jpeg=jpeg, video=video, audio=pcm))
 
-        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.loop, self.frames, wrap),
+        thread = threading.Thread(target=pump, args=(session, encoder, self.stop, self.outbox, wrap),
                                   name="lipsync-grpc-pump", daemon=True)
         thread.start()
         sender = asyncio.create_task(self._send(start.codec))
@@ -171,7 +174,7 @@ class _Stream:
             if latency is not None:
                 self.last_latency = pb.Latency(**latency)
 
-        await send_loop(self.server, self.session, codec, self.control, self.frames, self.context.write,
+        await send_loop(self.server, self.session, codec, self.control, self.outbox, self.context.write,
                         self.context.write, self._stats, sent, self.stop)
 
     def _stats(self) -> pb.ServerMessage:

@@ -22,12 +22,14 @@ from lipsync_cli.errors import InputError
 from lipsync_cli.serve.rpc import live_pb2, live_pb2_grpc, monolithic_pb2, monolithic_pb2_grpc
 from lipsync_cli.serve.rpc.live import LiveService
 from lipsync_cli.serve.rpc.monolithic import GrpcOptions, MonolithicService
+from lipsync_cli.serve.rpc.undecodable import RefuseUndecodable
 from lipsync_cli.trust import address
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.server import Server
 
 HEALTH = "/grpc.health.v1.Health/"
+DRAIN_POLL = 0.05  # seconds
 MAX_RECEIVE = 128 * 2**20  # 32 frames of the client's UNet input are 79 MB
 MAX_SEND = 64 * 2**20
 SERVICES = (monolithic_pb2.DESCRIPTOR.services_by_name["MonolithicService"].full_name,
@@ -83,7 +85,7 @@ class GrpcServer:
     async def _start(self, server: Server, host: str, port: int) -> int:
         token = server.config.token
         self._server = grpc.aio.server(
-            interceptors=[TokenCheck(token)] if token else None,
+            interceptors=[*([TokenCheck(token)] if token else []), RefuseUndecodable()],
             options=[("grpc.max_receive_message_length", MAX_RECEIVE), ("grpc.max_send_message_length", MAX_SEND),
                      ("grpc.so_reuseport", 0)])
         monolithic_pb2_grpc.add_MonolithicServiceServicer_to_server(self.monolithic, self._server)
@@ -102,9 +104,18 @@ class GrpcServer:
             raise InputError(f"the gRPC port {address(host, port)} cannot be listened on (in use?)",
                              option="grpc_port")
         await self._server.start()
+        self._draining = asyncio.create_task(self._not_serving_once_draining(server))
         return bound
 
+    async def _not_serving_once_draining(self, server: Server) -> None:
+        """NOT_SERVING as soon as a drain starts (a load balancer stops sending sessions), before the
+        sessions end and long before the port closes."""
+        while not server.manager.draining.is_set():
+            await asyncio.sleep(DRAIN_POLL)
+        await self.health.enter_graceful_shutdown()
+
     async def _stop(self, grace: float) -> None:
+        self._draining.cancel()
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
 
