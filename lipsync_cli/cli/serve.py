@@ -46,6 +46,11 @@ def serve_command(
     allow_origin: Annotated[list[str] | None, typer.Option("--allow-origin", metavar="ORIGIN", help="A page origin "
                                                            "allowed besides the server's own (repeatable; * for "
                                                            "any).", show_default=False)] = None,
+    allow_host: Annotated[list[str] | None, typer.Option("--allow-host", metavar="NAME", help="A name clients "
+                                                         "reach the server by, besides localhost and IP addresses "
+                                                         "(repeatable); other names are refused (DNS rebinding) on "
+                                                         "a loopback address, or once one is given.",
+                                                         show_default=False)] = None,
     session_max_seconds: Annotated[float | None, typer.Option("--session-max-seconds", metavar="S", help="Longest "
                                                               "session [default: 3600].", show_default=False)] = None,
     log_format: Annotated[str | None, typer.Option("--log-format", metavar="text|json", help="Log lines as text or "
@@ -94,6 +99,7 @@ def serve_command(
                  "devices": devices, "max_sessions": max_sessions, "max_sessions_per_device": max_sessions_per_device,
                  "max_models": max_models, "max_memory": max_memory, "token": token_from_env(token),
                  "no_auth": no_auth or None, "allow_origin": tuple(allow_origin) if allow_origin else None,
+                 "allow_host": tuple(allow_host) if allow_host else None,
                  "session_max_seconds": session_max_seconds, "log_format": log_format,
                  "capacity": str(capacity) if capacity is not None else None, "jpeg_quality": jpeg_quality,
                  "grpc_port": grpc_port, "precision": precision}

@@ -4,6 +4,7 @@ over one `Server` (serve/server.py)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def create_app(server: Server) -> FastAPI:
 
     app = FastAPI(title="lipsync", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     denied = JSONResponse({"error": "a valid token is needed (Authorization: Bearer or ?token=)"}, status_code=401)
+
+    @app.middleware("http")
+    async def trusted(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Every route: the name the server was reached by and the page's origin (the token: per route)."""
+        refused = server.trust.refusal(request.headers, request.query_params, token=False)
+        if refused is not None:
+            return JSONResponse({"error": refused[1]}, status_code=403)
+        return await call_next(request)
 
     @app.get("/")
     async def page(request: Request) -> Response:

@@ -30,6 +30,7 @@ class ServeConfig:
     token: str | None = None
     no_auth: bool = False
     allow_origin: tuple[str, ...] = ()  # besides the page's own origin; "*" allows any
+    allow_host: tuple[str, ...] = ()  # names clients reach the server by, besides localhost and IP addresses
     session_max_seconds: float = 3600.0
     log_format: LogFormat = "text"
     capacity: str | None = None  # a `lipsync loadtest --find-capacity --json` result: sessions per device
@@ -68,7 +69,7 @@ class ServeConfig:
 
     @property
     def trust(self) -> Trust:
-        return Trust(self.token, self.allow_origin)
+        return Trust(self.token, self.allow_origin, self.allow_host, self.host)
 
     @property
     def per_device(self) -> int:
