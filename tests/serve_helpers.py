@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from contextlib import contextmanager
@@ -19,9 +20,9 @@ TOKEN = "test-token-123"
 
 
 @contextmanager
-def server(runtime, **kw):
+def server(runtime, http="auto", grpc_port=None, **kw):
     config = ServeConfig(port=0, devices="cpu", **kw).checked()
-    with RunningServer(config, runtime) as running:
+    with RunningServer(config, runtime, grpc_port=grpc_port, http=http) as running:
         yield running
 
 
@@ -98,3 +99,138 @@ class Healthy:
         assert self.error is None, self.error
         assert self.indices and self.indices == list(range(len(self.indices))), "the healthy session missed frames"
         return len(self.indices)
+
+
+class RawClient:
+    """A WebSocket client on a plain socket that reads only when asked (a client that never reads, with a
+    small receive buffer), sends whatever bytes it is given as a message, and names any Host."""
+
+    def __init__(self, running, host=None, origin=None, receive_buffer=4096, query=""):
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(30)
+        self.sock.connect(("127.0.0.1", running.port))
+        self.protocol = ClientProtocol(parse_uri(f"ws://{host or f'127.0.0.1:{running.port}'}/v1/live{query}"),
+                                       max_size=None)
+        request = self.protocol.connect()
+        if origin is not None:
+            request.headers["Origin"] = origin
+        self.protocol.send_request(request)
+        self._flush()
+        self.events: list = []
+        while self.protocol.handshake_exc is None and not self._opened():
+            self._read()
+        if self.protocol.handshake_exc is not None:
+            raise self.protocol.handshake_exc
+
+    def _opened(self):
+        from websockets.protocol import State
+
+        return self.protocol.state is State.OPEN
+
+    def _flush(self):
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+
+    def _read(self):
+        data = self.sock.recv(1 << 16)
+        self.protocol.receive_data(data)
+        self.events += self.protocol.events_received()
+        if not data:
+            raise ConnectionError("closed")
+
+    def text(self, data: str | bytes):
+        self.protocol.send_text(data.encode() if isinstance(data, str) else data)
+        self._flush()
+
+    def binary(self, data: bytes):
+        self.protocol.send_binary(data)
+        self._flush()
+
+    def next_text(self) -> str:
+        """The next text message (binary ones are read past)."""
+        from websockets.frames import Opcode
+
+        while True:
+            for i, event in enumerate(self.events):
+                if getattr(event, "opcode", None) is Opcode.TEXT:
+                    del self.events[: i + 1]
+                    return event.data.decode()
+            self.events.clear()
+            self._read()
+
+    def closing(self):
+        """Read until the server closes: (its texts, its close code)."""
+        from websockets.frames import Opcode
+
+        while self.protocol.close_rcvd is None:
+            try:
+                self._read()
+            except (ConnectionError, OSError):
+                break
+        texts = [e.data.decode() for e in self.events if getattr(e, "opcode", None) is Opcode.TEXT]
+        code = self.protocol.close_rcvd.code if self.protocol.close_rcvd is not None else None
+        return texts, code
+
+    def gone(self, timeout=10.0) -> bool:
+        """Whether the server dropped the connection (its unread frames read and thrown away meanwhile)."""
+        ends = time.monotonic() + timeout
+        self.sock.settimeout(0.5)
+        while time.monotonic() < ends:
+            try:
+                if not self.sock.recv(1 << 20):
+                    return True
+            except TimeoutError:
+                continue
+            except OSError:  # reset
+                return True
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+class LogWatch:
+    """While on: every record of the server's loggers at WARNING or above, every exception a thread ends with
+    and every unraisable one; `tracebacks()` are those that carry a traceback or are errors."""
+
+    LOGGERS = ("", "uvicorn", "uvicorn.error", "lipsync", "asyncio", "grpc", "grpc._cython.cygrpc")
+
+    def __init__(self):
+        import logging
+
+        self.records: list = []
+        self.handler = logging.Handler(logging.WARNING)
+        self.handler.emit = self.records.append  # type: ignore[method-assign]
+
+    def __enter__(self):
+        import logging
+        import sys
+
+        for name in self.LOGGERS:
+            logging.getLogger(name).addHandler(self.handler)
+        self._hooks = threading.excepthook, sys.unraisablehook
+        threading.excepthook = lambda args: self.records.append(f"thread: {args.exc_type.__name__}: {args.exc_value}")
+        sys.unraisablehook = lambda u: self.records.append(f"unraisable: {u.exc_type.__name__}: {u.exc_value}")
+        return self
+
+    def __exit__(self, *exc):
+        import logging
+        import sys
+
+        for name in self.LOGGERS:
+            logging.getLogger(name).removeHandler(self.handler)
+        threading.excepthook, sys.unraisablehook = self._hooks
+
+    def tracebacks(self) -> list[str]:
+        import logging
+
+        found = []
+        for r in self.records:
+            if isinstance(r, str):
+                found.append(r)
+            elif r.exc_info or r.levelno >= logging.ERROR or "Traceback" in r.getMessage():
+                found.append(f"{r.name}: {r.getMessage()}")
+        return found
