@@ -4,14 +4,22 @@ and stopping one cleanly."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import socket
 import subprocess
 import threading
 from collections import deque
 from typing import IO
 
 _CONTEXT = re.compile(r"\[[^\]]*@ 0x[0-9a-f]+\]\s*")  # ffmpeg's "[aac @ 0x55d0...]" prefix
+
+
+def host_tag() -> str:
+    """Four hex digits naming this machine, so that a folder shared by several tells whose files are whose
+    (another machine's process ids mean nothing here)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
 
 
 def process_exists(pid: int) -> bool:

@@ -124,7 +124,8 @@ class Runtime:
             device = Device("cuda", request.index)
             self._check_gpu(device)
             try:
-                with self.registry.lease(files, device, name, precision=precision):
+                # a lease only to test the GPU: not a request
+                with self.registry.lease(files, device, name, precision=precision, count=False):
                     return device, None
             except DeviceError as exc:
                 if cuda_unavailable_reason() is None:
@@ -135,7 +136,7 @@ class Runtime:
         if not device.is_cuda:
             return device, notice
         try:
-            with self.registry.lease(files, device, name, precision=precision):
+            with self.registry.lease(files, device, name, precision=precision, count=False):  # a test only
                 return device, None
         except DeviceError as exc:
             return CPU, gpu_unusable(str(exc).split(": ", 1)[-1])

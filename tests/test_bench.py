@@ -36,7 +36,7 @@ def check_report(path, frames):
 
 
 def test_bench_alice_tiny_in_80_columns(tmp_path):
-    out = tmp_path / "alice.json"
+    out = tmp_path / "results" / "cpu" / "alice.json"  # folders made as the other outputs' are
     result = subprocess.run([sys.executable, "-m", "lipsync_cli", "bench", "--device", "cpu", "--seconds", "0.4",
                              "--batch-size", "4", "--json", str(out)], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "COLUMNS": "80"})
@@ -91,6 +91,13 @@ def test_realistic_models_are_full_size():
     out = net.run(None, {"visual": np.random.rand(1, 6, 320, 320).astype(np.float32),
                          "audio": np.random.rand(1, 32, 16, 16).astype(np.float32)})[0]
     assert out.shape == (1, 3, 320, 320) and 0 <= out.min() and out.max() <= 1
+
+
+def test_bench_refuses_a_json_file_that_cannot_be_written_before_work(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for target, message in ((tmp_path, "is a directory"), (tmp_path / "a-file" / "b.json", "is a file, not a folder")):
+        result = runner.invoke(app, ["bench", "--device", "cpu", "--json", str(target)])
+        assert result.exit_code == 2 and message in result.stderr and "timing" not in result.stderr
 
 
 @pytest.mark.parametrize("args, message", [

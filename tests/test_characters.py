@@ -79,3 +79,26 @@ def test_cli_lists_a_broken_copy_with_its_problem(tmp_path, alice_copy, monkeypa
     flat = re.sub(r"[\s│┃]", "", result.output)  # the table folds long cells
     assert result.exit_code == 0
     assert "model_best.onnx:missing" in flat
+
+
+def test_a_mistyped_subcommand_with_help_says_so_in_one_line():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lipsync_cli", "characters", "imprt", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("lipsync: error: No such command 'imprt'. Did you mean 'import'? (see 'lipsync "
+                             "characters --help')\n")
+
+
+@pytest.mark.parametrize(("args", "typo"), [(["imprt", "synctalk2d", "x"], "'import'"), (["shw"], "'show'")])
+def test_a_mistyped_subcommand_is_not_a_character(args, typo):
+    result = runner.invoke(app, ["characters", *args])
+    assert result.exit_code == 2 and f"Did you mean {typo}?" in result.stderr and "no such character" not in \
+        result.stderr
+
+
+def test_a_characters_name_with_help_is_the_show_commands_help():
+    result = runner.invoke(app, ["characters", "alice", "--help"])
+    assert result.exit_code == 0 and "lipsync characters show" in result.stdout

@@ -36,3 +36,14 @@ def test_gpu_frames_equal_the_cpu_path_within_a_level(alice, write_audio, blend)
     assert len(cpu) == len(gpu) == 25
     for a, b in zip(cpu, gpu, strict=True):
         assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_a_lease_that_only_tests_the_gpu_counts_no_request(alice):
+    from lipsync_cli.models.devices import DeviceRequest
+    from lipsync_cli.render.planning import resolve_device
+
+    with Runtime(RuntimeConfig(devices="cuda:0")) as runtime:
+        for request in (DeviceRequest("cuda", 0), DeviceRequest("auto")):
+            assert resolve_device(runtime, alice, request)[0] == GPU
+        stats = runtime.registry.stats()
+        assert stats and all(s.loads == 1 and s.requests == 0 for s in stats), stats

@@ -15,6 +15,7 @@ from lipsync_cli.cli.app import app
 from lipsync_cli.frames.decode import YuvDecoder
 from lipsync_cli.frames.store import SUFFIX, TemplateStore
 from lipsync_cli.frames.template import prepare
+from lipsync_cli.processes import host_tag
 from lipsync_cli.render import RenderJob, RenderOptions, execute, plan
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 from lipsync_cli.specs import CropSpec, TemplateSpec
@@ -110,6 +111,23 @@ def test_two_processes_filling_one_entry(tmp_path, alice):
     assert all(same(a, b) for a, b in zip(read_all(store, alice, 30), fresh_frames(alice, 30), strict=True))
     assert store.decodes == {}
     store.close()
+
+
+def test_the_stale_sweep_spares_other_machines_entries_in_progress(tmp_path, alice):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = host_tag()
+    elsewhere = "0000" if here != "0000" else "ffff"
+    stale = tmp_path / f".key1.{dead.pid}.{here}abcd.tmp"  # this machine's, of a process that is gone
+    kept = [tmp_path / f".key2.{dead.pid}.{elsewhere}abcd.tmp",  # another machine's: its process may be running
+            tmp_path / f".key3.{os.getppid()}.{here}abcd.tmp"]  # this machine's, of a process that runs
+    for path in (stale, *kept):
+        path.write_bytes(b"half an entry")
+    store = TemplateStore(cache_dir=tmp_path)
+    with store.open(alice.template_spec) as template:
+        template.frame(0)
+    store.close()
+    assert not stale.exists() and all(p.exists() for p in kept)
 
 
 def test_a_cache_folder_that_cannot_be_written_degrades_to_no_cache(tmp_path, alice):

@@ -16,6 +16,7 @@ from lipsync_cli.bench.report import OVER_UNET_TARGET, TRANSCODE_RATIO_TARGET
 from lipsync_cli.characters.manifest import load_character
 from lipsync_cli.cli.batching import DEVICE_HELP, DEVICE_METAVAR, BlendOption, PrecisionOption
 from lipsync_cli.cli.common import Debug, console, err_console, print_note, run_reporting, settle_heap
+from lipsync_cli.encoding.folders import folder_problem, make_folders
 from lipsync_cli.errors import InputError
 from lipsync_cli.models.devices import DeviceRequest, parse_device
 from lipsync_cli.models.precision import PrecisionRequest, as_precision_request
@@ -85,8 +86,8 @@ def bench_command(
         wanted = as_precision_request(precision)
         levels = _levels(in_flight)
         binding, graphs = _switch(io_binding, "io-binding"), _switch(device_graphs, "device-graphs")
-        if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
-            raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
+        if json_path is not None:
+            _check_json(json_path)
         if batch is not None:
             _batch_bench(batch, character or "alice", request, json_path)
             return
@@ -98,8 +99,6 @@ def bench_command(
             _live_bench(folder, request, live, levels, seconds, blend, json_path, wanted)
             return
         char = load_character(folder)
-        if json_path is not None and not (json_path.parent if str(json_path.parent) else Path(".")).is_dir():
-            raise InputError(f"{json_path}: the directory {json_path.parent} does not exist")
         settle_heap()
         options = BenchOptions(seconds, batch_size, threads, blend=as_blend(blend), in_flight=levels,
                                io_binding=binding, device_processing=graphs, precision=wanted)
@@ -108,8 +107,7 @@ def bench_command(
             report.parameters = dict(PARAMETERS)
         _print(report)
         if json_path is not None:
-            json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-            console.print(f"figures written to {json_path}")
+            _write_json(json_path, report.to_json())
 
     run_reporting(work, debug)
 
@@ -126,6 +124,21 @@ def _with_backend(request: DeviceRequest, backend: str | None) -> DeviceRequest:
     if request.kind == "openvino":
         raise InputError(f"--backend onnxruntime contradicts --device {request}")
     return request
+
+
+def _check_json(path: Path) -> None:
+    """Before any timing: a file name whose folder exists or can be made (it is made when written)."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory; give a file name such as {path / 'bench.json'}")
+    problem = folder_problem(path.parent if str(path.parent) else Path("."))
+    if problem is not None:
+        raise InputError(f"{path}: its folder cannot be used or made: {problem}")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    make_folders(path.parent)
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    console.print(f"figures written to {path}")
 
 
 def _say(step: str) -> None:
@@ -244,8 +257,7 @@ def _batch_bench(count: int, character: str, request, json_path: Path | None) ->
     console.print(table)
     console.print("target: one batch at least 3x faster than separate processes", soft_wrap=True)
     if json_path is not None:
-        json_path.write_text(json.dumps(report.to_json(), indent=2) + "\n")
-        console.print(f"figures written to {json_path}")
+        _write_json(json_path, report.to_json())
 
 
 def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str, json_path: Path | None,
@@ -281,4 +293,4 @@ def _live_bench(folder, request, chunks: str, levels, seconds: float, blend: str
     console.print(f"encode per frame ({video.width}x{video.height}): H.264 {data['encode_ms']['h264']} ms, "
                   f"JPEG {data['encode_ms']['jpeg']} ms")
     if json_path is not None:
-        json_path.write_text(json.dumps(data, indent=2))
+        _write_json(json_path, data)

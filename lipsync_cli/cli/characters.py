@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -19,16 +20,31 @@ from lipsync_cli.characters.manifest import (
 from lipsync_cli.cli.common import Debug, console, run_reporting
 from lipsync_cli.cli.help import PlainHelp, example
 from lipsync_cli.cli.optimize import optimize_command
-from lipsync_cli.errors import InputError
+from lipsync_cli.errors import InputError, LipsyncError
 
 
 class _ShowByDefault(TyperGroup):
     """`lipsync characters [NAME]` shows; `lipsync characters import ...` imports."""
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:  # ctx: the (maybe vendored) click Context
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            typo = self._mistyped(args[0])
+            if typo is not None:  # `import` misspelt: not a character to show (nor its help to print)
+                ctx.fail(f"No such command {args[0]!r}. Did you mean {typo!r}?")
         if not args or (args[0] not in self.commands and args[0] not in ("-h", "--help")):
             args = ["show", *args]
         return super().parse_args(ctx, args)
+
+    def _mistyped(self, word: str) -> str | None:
+        """The command `word` looks like a typo of, unless a character goes by that name."""
+        close = difflib.get_close_matches(word, list(self.commands), n=1, cutoff=0.6)
+        if not close:
+            return None
+        try:
+            find_character(word)
+        except LipsyncError:
+            return close[0]
+        return None
 
 
 characters_app = typer.Typer(cls=_ShowByDefault, add_completion=False, no_args_is_help=False, rich_markup_mode=None,

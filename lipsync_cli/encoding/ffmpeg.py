@@ -6,10 +6,8 @@ so the output name never holds a partial file. ffmpeg's last stderr lines are ke
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import socket
 import subprocess
 import threading
 import uuid
@@ -22,7 +20,7 @@ import numpy as np
 
 from lipsync_cli.encoding.folders import folder_problem, make_folders
 from lipsync_cli.errors import EncoderError, InputError, Interrupted, OutputError, OutputExists
-from lipsync_cli.processes import ErrorTail, process_exists, stop
+from lipsync_cli.processes import ErrorTail, host_tag, process_exists, stop
 
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # output extension -> ffmpeg muxer
 AAC_RATES = (8_000, 48_000)  # AAC at the input's rate inside this range (plays everywhere), else 48 kHz
@@ -65,11 +63,6 @@ class EncodeSettings:
         if s.threads:
             args += ["-threads", str(s.threads)]
         return args + ["-pix_fmt", "yuv420p"]
-
-
-def host_tag() -> str:
-    """Four hex digits naming this machine, so that a folder shared by several tells whose files are whose."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
 
 
 def temporary_path(target: Path) -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipsync_cli.processes import process_exists
+from lipsync_cli.processes import host_tag, process_exists
 
 MAGIC = b"LIPSYNC-TEMPLATE\n"
 FORMAT = 3  # 2: the I420 picture as decoded, not a BGR round trip of it; 3: the ring statistics
@@ -214,7 +214,7 @@ class EntryWriter:
             with tempfile.TemporaryFile(prefix="lipsync-template-") as spill:  # unlinked already
                 self.fd = os.dup(spill.fileno())
         else:
-            self.temp = directory / f".{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+            self.temp = directory / f".{key}.{os.getpid()}.{host_tag()}{uuid.uuid4().hex[:4]}.tmp"
             self.fd = os.open(self.temp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.ftruncate(self.fd, layout.file_bytes)
@@ -314,12 +314,13 @@ def remove_entry(path: Path) -> None:
 
 
 def remove_stale_entries(directory: Path) -> int:
-    """Remove entries being written by processes that no longer exist (killed mid-render); return how many."""
-    removed = 0
+    """Remove entries being written by this machine's processes that no longer exist (killed mid-render);
+    return how many. On a folder shared by several machines, the others' entries in progress stay."""
+    removed, here = 0, host_tag()
     for path in directory.glob(".*.tmp"):
-        parts = path.name.split(".")
+        parts = path.name.split(".")  # "", key, pid, host tag + 4 hex, "tmp"
         pid = int(parts[2]) if len(parts) == 5 and parts[2].isdigit() else None
-        if pid is None or pid == os.getpid() or process_exists(pid):
+        if pid is None or not parts[3].startswith(here) or pid == os.getpid() or process_exists(pid):
             continue
         remove_entry(path)
         removed += 1
