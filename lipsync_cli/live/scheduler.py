@@ -24,6 +24,10 @@ from lipsync_cli.render.renderer import FrameRenderer, Patch
 Done = Callable[["Patch | BaseException", float, float], None]  # (patch or error, waited s, inference s)
 
 
+class Withdrawn(RuntimeError):
+    """A request its owner no longer needs."""
+
+
 @dataclass(frozen=True)
 class BatchPolicy:
     frames: int  # most frames per call
@@ -66,6 +70,22 @@ class UNetScheduler:
                 raise RuntimeError("the UNet scheduler is closed")
             heapq.heappush(self._heap, request)
             self._cond.notify_all()
+
+    def withdraw(self, owner: int) -> int:
+        """Drop `owner`'s requests not yet in a call (a session that closed, an utterance interrupted): nobody
+        will use their patches, and others should not wait behind them. Their `done` hears so."""
+        with self._cond:
+            gone = [r for r in self._heap if r.owner == owner]
+            if gone:
+                self._heap = [r for r in self._heap if r.owner != owner]
+                heapq.heapify(self._heap)
+        for request in gone:
+            request.done(Withdrawn("withdrawn"), 0.0, 0.0)
+        return len(gone)
+
+    def shrink_next(self) -> None:
+        """Its model's next call gives back the memory its arena holds unused (after a busy spell)."""
+        self.renderer.shrink_next()
 
     def _take(self) -> list[_Request] | None:
         with self._cond:

@@ -204,6 +204,7 @@ class LiveSession:
             self._generation += 1
             self._out.clear()
             self._utterances.clear()
+            self._scheduler.withdraw(id(self))  # the old utterance's frames not yet drawn: not drawn at all
             self._decided = self._next_out
             self._floor = self._next_out + 1
             self._last_end = None
@@ -270,7 +271,9 @@ class LiveSession:
                 return
             self._closed = True
             self._cond.notify_all()
+        self._scheduler.withdraw(id(self))  # the shared UNet computes nothing more for this session
         self._worker.join(timeout=10)
+        self._scheduler.withdraw(id(self))  # what the worker submitted before it stopped
         with self._cond:  # its pictures and audio go back now, whoever still holds the session
             self._out.clear()
             self._slots.clear()
