@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from lipsync_cli.cli.batching import MaxMemory, MaxModels, parse_size
-from lipsync_cli.cli.common import Debug, err_console, run_reporting
+from lipsync_cli.cli.common import Debug, err_console, run_reporting, settle_heap
 from lipsync_cli.errors import InputError
 from lipsync_cli.runtime import Runtime
 from lipsync_cli.serve.cluster.options import ClusterOptions
@@ -92,7 +92,10 @@ def serve_command(
     """Serve live lip-sync: open the page in a browser, or stream over the WebSocket protocol (/v1/live)."""
 
     def work() -> int:
+        from lipsync_cli.serve.heap import limit_arenas
         from lipsync_cli.serve.run import runtime_config, serve
+
+        limit_arenas()  # before the runtime and the server start their threads
 
         settings = ServeConfig(**(load_toml(config) if config is not None else {}))
         given: dict[str, Any] = {"host": host, "port": port, "characters": tuple(characters) if characters else None,
@@ -112,6 +115,7 @@ def serve_command(
             raise InputError("--address, --replicas, --min-replicas, --max-replicas, --cpus-per-replica and "
                              "--gpus-per-replica go with --cluster ray", option="cluster")
         with Runtime(runtime_config(settings, parse_size)) as runtime:
+            settle_heap()  # the collections after each session then look at the sessions' objects only
             serve(settings, runtime, lambda line: err_console.print(line, soft_wrap=True, markup=False))
         return 0
 

@@ -63,6 +63,12 @@ class BatchedModel:
         self.done = 0  # items processed so far: the frame number of the next batch's first item
         self.bind_on = bind_on  # IO binding on this device
         self._bindings: Bindings | None = None
+        self._shrink = False
+
+    def shrink_next(self) -> None:
+        """At the end of the next call, onnxruntime gives back the CPU memory its arena holds unused (the
+        arena grows to the largest calls it has seen, and keeps that)."""
+        self._shrink = True
 
     def failure(self, exc: Exception) -> InferenceError:
         detail = " ".join(str(exc).split())[:300]
@@ -72,6 +78,11 @@ class BatchedModel:
         try:
             if self.bind_on is not None:
                 return self._bound(feeds)
+            if self._shrink:
+                self._shrink = False
+                options = ort.RunOptions()
+                options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+                return self.session.run([self.output], feeds, options)[0]
             return self.session.run([self.output], feeds)[0]
         except Exception as exc:  # onnxruntime's own exception types
             raise self.failure(exc) from None

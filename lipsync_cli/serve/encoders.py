@@ -5,6 +5,7 @@ SPS/PPS before each keyframe; Annex B) or JPEG, the seed's format."""
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import cv2
 import numpy as np
@@ -18,8 +19,7 @@ class H264Encoder:
 
         self._av = av
         self.codec_string = "avc1.42E01F" if width * height <= 1280 * 720 else "avc1.640028"
-        self._context = av.CodecContext.create("libx264", "w")
-        c = self._context
+        c = av.CodecContext.create("libx264", "w")
         c.width, c.height, c.pix_fmt = width, height, "yuv420p"
         c.time_base, c.framerate = Fraction(1) / fps, fps
         gop = max(1, int(2 * fps))
@@ -27,11 +27,16 @@ class H264Encoder:
         c.options = {"preset": preset, "tune": "zerolatency", "crf": str(crf), "bf": "0", "g": str(gop),
                      "profile": profile, "x264-params": f"repeat-headers=1:keyint={gop}:scenecut=0"}
         c.open()
+        self._context: Any = c
         self._pts = 0
         self._force = True
 
     def keyframe_next(self) -> None:
         self._force = True
+
+    def close(self) -> None:
+        """x264's buffers go back now, not when the garbage collector finds this object."""
+        self._context = None
 
     def encode(self, i420: np.ndarray) -> tuple[bytes, bool]:
         """One I420 frame -> its access unit and whether it is a keyframe."""
@@ -54,6 +59,9 @@ class JpegEncoder:
         self.quality = quality
 
     def keyframe_next(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def encode(self, i420: np.ndarray) -> tuple[bytes, bool]:

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from lipsync_cli.models.devices import DeviceRequest
 from lipsync_cli.runtime import Runtime
 from lipsync_cli.serve.config import ServeConfig
+from lipsync_cli.serve.heap import HeapTrimmer
 from lipsync_cli.serve.manager import SessionManager
 from lipsync_cli.serve.metrics import Metrics
 
@@ -23,12 +24,18 @@ class Server:
         self.device_request = DeviceRequest("auto")  # placed on the runtime's devices (--devices)
         self.jpeg_quality = config.jpeg_quality
         self.replica: str | None = None  # on a cluster: the replica's name, told to clients in `ready`
+        self.heap = HeapTrimmer(before=self.shrink_arenas)  # what ended sessions freed goes back to the system
 
     def unet_batches(self) -> dict[int, int]:
         total: Counter[int] = Counter()
         for scheduler in self.runtime.shared_objects():
             total.update(getattr(scheduler, "batches", {}))
         return dict(total)
+
+    def shrink_arenas(self) -> None:
+        for scheduler in self.runtime.shared_objects():
+            if hasattr(scheduler, "shrink_next"):
+                scheduler.shrink_next()
 
     def authorized(self, request: Request) -> bool:
         return self.trust.token_ok(request.headers, request.query_params)

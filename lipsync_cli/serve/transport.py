@@ -60,6 +60,7 @@ async def live_session(server: Server, start: Start) -> AsyncIterator[LiveSessio
         if session is not None:
             await asyncio.to_thread(session.close)
         server.manager.release(admission)
+        server.heap.soon()
 
 
 def video_encoder(server: Server, session: LiveSession, codec: str) -> tuple[H264Encoder | JpegEncoder, int, int]:

@@ -164,6 +164,9 @@ class _Stream:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(thread.join, 2)
+            encoder.close()
+            # what ended the stream may carry this frame in its traceback: nothing big stays reachable from it
+            del tasks, thread, encoder, session
 
     async def _send(self, codec: str) -> None:
         assert self.session is not None
