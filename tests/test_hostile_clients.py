@@ -299,3 +299,26 @@ def test_request_heads_are_held_to_lipsyncs_limits(runtime_, parser, monkeypatch
     for case in ("8 MB", "50,000 headers"):  # refused part way: the answer may be lost in the reset
         assert got[case] == b"" or got[case].startswith(b"HTTP/1.1 431 "), (case, got[case][:80])
     assert got["too slow"].startswith(b"HTTP/1.1 408 ")
+
+
+# -- the hostile load generator ------------------------------------------------------------------------------
+
+def test_the_hostile_load_reports_memory_and_lateness_and_harms_no_healthy_session(runtime_):
+    from lipsync_cli.loadtest.client import Scenario
+    from lipsync_cli.loadtest.hostile import run_hostile
+
+    speech = (speech_like(10.0, seed=5) * 32767).astype("<i2")
+    with LogWatch() as log, server(runtime_, max_sessions=6) as running:
+        scenario = Scenario(running.url.replace("http://", "ws://") + "/v1/live", seconds=3.0)
+        data = run_hostile(scenario, 2, speech, 1, running.url + "/metrics", after=1.0)
+        assert wait_for(lambda: running.server.manager.active == 0)
+    assert not log.tracebacks(), log.tracebacks()
+    assert [(h["missed"], h["refused"], h["error"]) for h in data["healthy"]] == [(0, None, None)] * 2
+    assert all(h["frames"] > 100 for h in data["healthy"])
+    hostile = data["hostile"]
+    assert all(hostile[kind]["started"] >= 1 for kind in ("slow reader", "burst", "vanishing"))
+    assert set(hostile["burst"]["outcomes"]) == {"1008 overrun"} and set(hostile["vanishing"]["outcomes"]) == {
+        "vanished"}
+    memory = data["memory_mb"]
+    assert 50 < memory["before"] <= memory["worst"] and memory["after"] > 50 and memory["after_seconds"] == 1.0
+    assert all(data["lateness_ms"][phase]["p99"] is not None for phase in ("alone", "hostile"))

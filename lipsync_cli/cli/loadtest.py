@@ -41,6 +41,11 @@ def loadtest_command(
                                                 "come late or go missing, and print the capacity.")] = False,
     most: Annotated[int, typer.Option("--most", metavar="N", min=1, help="With --find-capacity: the most sessions "
                                       "to try.")] = 12,
+    hostile: Annotated[int, typer.Option("--hostile", metavar="K", min=0, max=32, help="Instead: the sessions "
+                                         "alone for --seconds, then beside K slow readers, K bursts and K "
+                                         "vanishing clients for --seconds, then alone again; the server's memory "
+                                         "before, at worst and 10 s after, and the lateness alone and under that "
+                                         "load.")] = 0,
     devices: Annotated[str, typer.Option("--devices", metavar="LIST", help="In-process server: devices.")] = "auto",
     characters: Annotated[list[str] | None, typer.Option("--characters", metavar="DIR", help="In-process server: "
                                                          "a folder of characters (repeatable).", show_default=False)
@@ -79,6 +84,8 @@ def loadtest_command(
             raise InputError(f"--codec must be h264 or jpeg, not {codec!r}")
         if url is not None and not url.startswith(("ws://", "wss://")):
             raise InputError(f"--url must be ws://HOST:PORT or wss://..., not {url!r}")
+        if hostile and find_capacity:
+            raise InputError("give --hostile or --find-capacity, not both")
         if json_path is not None and json_path.is_dir():
             raise InputError(f"{json_path}: is a directory")
         if url is not None and (precision != "auto" or model is not None):
@@ -92,7 +99,7 @@ def loadtest_command(
         try:
             if url is None:
                 runtime = Runtime(RuntimeConfig(devices=devices))
-                limit = most if find_capacity else sessions
+                limit = most if find_capacity else sessions + 3 * hostile
                 config = ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1), precision=wanted,
                                      characters=(shown.name,) if shown is not None else tuple(characters or ()))
                 server = RunningServer(config.checked(), runtime)
@@ -104,7 +111,12 @@ def loadtest_command(
             name = "realistic" if shown is not None else character
             scenario = Scenario(base + "/v1/live", name, seconds, chunk_ms, gap_every, gap_seconds,
                                 interrupt_every, latency_ms, codec, token, idle)
-            if find_capacity:
+            if hostile:
+                from lipsync_cli.loadtest.hostile import run_hostile
+
+                data = run_hostile(scenario, sessions, speech, hostile, metrics, say)
+                _hostile_lines(data)
+            elif find_capacity:
                 capacity, runs = capacity_search(scenario, speech, most, metrics, say)
                 data = {"capacity": capacity, "character": name, "seconds": seconds, "chunk_ms": chunk_ms,
                         "runs": runs, "devices": devices, "precision": precision}
@@ -160,3 +172,17 @@ def _table(data: dict) -> None:
         console.print(f"server memory: {mb[0]:.0f} MB at first, {max(mb):.0f} MB at most, {mb[-1]:.0f} MB at the end")
     if data["server_cpu_cores"] is not None:
         console.print(f"server CPU: {data['server_cpu_cores']:.2f} cores busy")
+
+
+def _hostile_lines(data: dict) -> None:
+    late, memory = data["lateness_ms"], data["memory_mb"]
+    for kind, seen in data["hostile"].items():
+        outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(seen["outcomes"].items()))
+        console.print(f"{kind}: {seen['started']} sessions begun; {outcomes or 'none ended'}", soft_wrap=True)
+    frames = ", ".join(f"{h['frames']} frames ({h['missed']} missed)" for h in data["healthy"])
+    console.print(f"healthy sessions: {frames}; lateness p99 {late['alone']['p99']} ms alone, "
+                  f"{late['hostile']['p99']} ms under the hostile load", soft_wrap=True)
+    if memory["after_minus_before"] is not None:
+        console.print(f"server memory: {memory['before']:.0f} MB before, {memory['worst']:.0f} MB at worst, "
+                      f"{memory['after']:.0f} MB 10 s after the hostile clients were gone "
+                      f"({memory['after_minus_before']:+.0f} MB)", soft_wrap=True)
