@@ -65,7 +65,7 @@ class AgentConfig:
 
     @property
     def trust(self) -> Trust:
-        return Trust(self.token, self.allow_origin)
+        return Trust(self.token, self.allow_origin, bind=self.host)  # on loopback: DNS rebinding refused
 
 
 # one browser's session: a pipeline worker over the WebRTC connection (the echo agent's, or a bot of your own)

@@ -19,6 +19,7 @@ from lipsync_cli.errors import InputError, LipsyncError
 from lipsync_cli.live import LiveSession
 from lipsync_cli.serve.live_ws import START_TIMEOUT
 from lipsync_cli.serve.protocol import (
+    BAD_DATA,
     GOING_AWAY,
     POLICY,
     SERVER_ERROR,
@@ -46,9 +47,9 @@ from lipsync_cli.serve.transport import (
 if TYPE_CHECKING:
     from lipsync_cli.serve.server import Server
 
-STATUS = {POLICY: grpc.StatusCode.INVALID_ARGUMENT, TOO_BIG: grpc.StatusCode.INVALID_ARGUMENT,
-          SERVER_ERROR: grpc.StatusCode.INTERNAL, TRY_AGAIN: grpc.StatusCode.RESOURCE_EXHAUSTED,
-          GOING_AWAY: grpc.StatusCode.UNAVAILABLE}
+STATUS = {BAD_DATA: grpc.StatusCode.INVALID_ARGUMENT, POLICY: grpc.StatusCode.INVALID_ARGUMENT,
+          TOO_BIG: grpc.StatusCode.INVALID_ARGUMENT, SERVER_ERROR: grpc.StatusCode.INTERNAL,
+          TRY_AGAIN: grpc.StatusCode.RESOURCE_EXHAUSTED, GOING_AWAY: grpc.StatusCode.UNAVAILABLE}
 
 
 class _Stopped(Exception):
