@@ -97,7 +97,8 @@ class Healthy:
         self.stop.set()
         self.thread.join(10)
         assert self.error is None, self.error
-        assert self.indices and self.indices == list(range(len(self.indices))), "the healthy session missed frames"
+        missed = sorted(set(range(len(self.indices))) - set(self.indices))
+        assert self.indices and self.indices == list(range(len(self.indices))), f"the healthy session missed {missed}"
         return len(self.indices)
 
 
@@ -127,9 +128,10 @@ class RawClient:
             raise self.protocol.handshake_exc
 
     def _opened(self):
+        """The handshake is over (the server's first messages, even its close, may have come with it)."""
         from websockets.protocol import State
 
-        return self.protocol.state is State.OPEN
+        return self.protocol.state is not State.CONNECTING
 
     def _flush(self):
         self.sock.sendall(b"".join(self.protocol.data_to_send()))
@@ -142,12 +144,19 @@ class RawClient:
             raise ConnectionError("closed")
 
     def text(self, data: str | bytes):
-        self.protocol.send_text(data.encode() if isinstance(data, str) else data)
-        self._flush()
+        if self._open():  # a server that has closed is sent nothing more
+            self.protocol.send_text(data.encode() if isinstance(data, str) else data)
+            self._flush()
 
     def binary(self, data: bytes):
-        self.protocol.send_binary(data)
-        self._flush()
+        if self._open():
+            self.protocol.send_binary(data)
+            self._flush()
+
+    def _open(self):
+        from websockets.protocol import State
+
+        return self.protocol.state is State.OPEN
 
     def next_text(self) -> str:
         """The next text message (binary ones are read past)."""

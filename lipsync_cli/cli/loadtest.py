@@ -99,7 +99,7 @@ def loadtest_command(
         try:
             if url is None:
                 runtime = Runtime(RuntimeConfig(devices=devices))
-                limit = most if find_capacity else sessions + 3 * hostile
+                limit = most if find_capacity else sessions + 6 * hostile  # a place being given back, and a new one
                 config = ServeConfig(port=0, devices=devices, max_sessions=max(limit, 1), precision=wanted,
                                      characters=(shown.name,) if shown is not None else tuple(characters or ()))
                 server = RunningServer(config.checked(), runtime)

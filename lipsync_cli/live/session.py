@@ -27,7 +27,7 @@ from lipsync_cli.characters.manifest import Character
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import SILENCE_FRAME_VALUE
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE, Interruption, LiveFrame, LiveOptions, LiveStats
-from lipsync_cli.live.scheduler import BatchPolicy, UNetScheduler
+from lipsync_cli.live.scheduler import BatchPolicy, UNetScheduler, Withdrawn
 from lipsync_cli.live.slots import Slot, picture
 from lipsync_cli.live.timing import lookahead_seconds
 from lipsync_cli.live.utterance import Utterance, sample_of
@@ -430,6 +430,8 @@ class LiveSession:
             slot = self._slots.popleft()
             progressed = True
             if slot.generation != self._generation:
+                continue
+            if isinstance(slot.patch, Withdrawn):  # the session is closing: nobody takes this frame
                 continue
             if isinstance(slot.patch, BaseException):
                 raise slot.patch
