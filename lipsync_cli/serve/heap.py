@@ -1,9 +1,10 @@
 """Giving memory back to the system once sessions end (a server that once served many sessions, hostile
 ones included, would otherwise keep that peak for good). On a thread of its own, `DELAY` seconds after a
-session ended (once for all that ended meanwhile):
-- a garbage collection: what ended a session (an error, a cancelled task) is often kept in a reference cycle
-  with the frames of the code it went through, and what they hold would wait for the collector's rare full
-  passes;
+session ended (once for all that ended meanwhile, and at most every `INTERVAL` seconds):
+- a garbage collection, where the process has frozen its long-lived objects out of the collector's sight
+  (`lipsync serve` does: then it takes a millisecond, where it would take a tenth of a second and hold every
+  thread meanwhile): what ended a session (an error, a cancelled task) is often kept in a reference cycle with
+  the frames of the code it went through, and what they hold would wait for the collector's rare full passes;
 - the models' CPU arenas give back what they hold unused at their next call (onnxruntime's arena grows to
   the largest calls it has seen and keeps that);
 - `malloc_trim`: a session's frames are arrays of a megabyte or more, made and freed on several threads, and
@@ -18,10 +19,12 @@ import ctypes.util
 import gc
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-DELAY = 1.0  # seconds
+DELAY = 1.0  # seconds after a session ended
+INTERVAL = 5.0  # seconds between two passes at least
 M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 
 
@@ -58,6 +61,7 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._last = 0.0
         self.trims = 0
 
     def soon(self) -> None:
@@ -65,16 +69,22 @@ class HeapTrimmer:
         with self._lock:
             if self._timer is not None:
                 return
-            self._timer = threading.Timer(self.delay, self._run)
+            wait = max(self.delay, self._last + INTERVAL - time.monotonic())
+            self._timer = threading.Timer(wait, self._run)
             self._timer.daemon = True
             self._timer.start()
 
     def _run(self) -> None:
         with self._lock:
             self._timer = None
-        gc.collect()
+            self._last = time.monotonic()
+        if gc.get_freeze_count():
+            gc.collect()
         if self.before is not None:
-            self.before()
+            try:
+                self.before()
+            except Exception:  # noqa: BLE001 - the runtime closed meanwhile: nothing to shrink
+                pass
         if self._trim is not None:
             self._trim()
         self.trims += 1

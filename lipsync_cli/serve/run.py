@@ -88,6 +88,7 @@ def serve(config: ServeConfig, runtime: Runtime, announce: Callable[[str], None]
     try:
         uv.run(sockets=[sock] if sock is not None else None)
     finally:
+        server.heap.close()
         if grpc is not None:
             grpc.stop()
 
@@ -144,6 +145,7 @@ class RunningServer:
             time.sleep(0.02)
         self._uv.should_exit = True
         self._thread.join(timeout=10)
+        self.server.heap.close()
         self._sock.close()
         if self.grpc is not None:
             self.grpc.stop()

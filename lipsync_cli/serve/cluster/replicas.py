@@ -159,6 +159,7 @@ class LiveReplica:
             await asyncio.sleep(0.02)
         for task in self.tasks:
             task.cancel()
+        self.server.heap.close()
         await asyncio.to_thread(self.runtime.close)
         shutil.rmtree(self.root, ignore_errors=True)
 
