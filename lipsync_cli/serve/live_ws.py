@@ -62,6 +62,7 @@ class Connection:
         self.sent = 0
         self.last_latency: dict | None = None
         self.closed = False  # the close frame went out (or the client is gone)
+        self.stopped = False  # the client asked to stop
 
     async def run(self) -> None:
         offered = self.ws.scope.get("subprotocols", [])
@@ -99,18 +100,25 @@ class Connection:
         return parse_start(parse_text(message["text"]))
 
     async def _serve(self, start: Start) -> None:
+        # The client hears why at once, while the session is closed and its place given back; the close frame
+        # follows once the place is free (a client that reconnects on it finds room), and the place never waits
+        # for the client to take the close (it may never take it).
         closing = None
+        released = asyncio.Event()
         try:
             async with live_session(self.server, start) as self.session:
                 try:
                     await self._stream(start)
-                except ProtocolError as exc:  # the client hears why at once, while the session is closed and
-                    # its place given back (never after the client has taken the close: it may never take it)
-                    closing = asyncio.create_task(self._close(exc.code, str(exc), exc.reason))
+                except ProtocolError as exc:
+                    closing = asyncio.create_task(self._close(exc.code, str(exc), exc.reason, after=released))
+                else:
+                    if self.stopped:
+                        closing = asyncio.create_task(self._close(NORMAL, "", None, after=released))
         finally:
             self.stop.set()
             self.outbox.clear()
             self.session = None
+            released.set()
             if closing is not None:
                 await closing
 
@@ -185,21 +193,24 @@ class Connection:
                 await self.control.put(json.dumps({"type": "interrupted", "generation": interruption.generation,
                                                    "first_frame": interruption.first_frame}))
             elif kind == "stop":
-                await self._close(NORMAL, "", None)
+                self.stopped = True
                 return
             else:
                 raise ProtocolError(f"unknown message type {kind!r} (flush, interrupt, stop)", POLICY, "bad_message")
 
-    async def _close(self, code: int, message: str, reason: str | None) -> None:
+    async def _close(self, code: int, message: str, reason: str | None, after: asyncio.Event | None = None) -> None:
         if self.closed:
             return
         self.closed = True
         if reason is not None:
             self.server.metrics.refused.labels(reason).inc()
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                if message:
+            if message:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
                     await self.ws.send_text(json.dumps({"type": "error", "message": message, "code": code}))
+            if after is not None:
+                await after.wait()
+            async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self.ws.close(code, reason or "")
         except (RuntimeError, WebSocketDisconnect, OSError, TimeoutError):
             pass  # the client is gone already, or takes nothing (its connection is dropped: serve/wire.py)
