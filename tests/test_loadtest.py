@@ -94,6 +94,20 @@ def test_sessions_opened_and_closed_100_times_leave_nothing_behind(runtime):
         assert children() == kids
 
 
+def test_a_client_that_reconnects_on_the_close_finds_its_place_given_back(runtime):
+    # one place: a session's close frame must come after its place is free, for a stop and for a refusal
+    with server(runtime, max_sessions=1) as running:
+        for ending in ["stop", "bad"] * 5:
+            with connect(ws_url(running), open_timeout=30) as ws:
+                ws.send(start_message())
+                assert json.loads(ws.recv(timeout=30))["type"] == "ready"
+                ws.send(pcm16(speech_like(0.1, seed=2)))
+                ws.send(json.dumps({"type": "stop"} if ending == "stop" else {"type": "dance"}))
+                message, code = refusal(ws)
+                assert (message, code) == ((None, 1000) if ending == "stop" else (message, 1008)), (message, code)
+        assert running.server.manager.active == 0
+
+
 def test_two_characters_under_concurrent_load_each_get_their_own_frames(runtime, tmp_path):
     folder = tmp_path / "characters"
     folder.mkdir()
