@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from lipsync_cli.loadtest.client import Scenario, SessionResult, run_session
-from lipsync_cli.loadtest.run import _server_process, percentiles
+from lipsync_cli.loadtest.run import _server_process, every_second, percentiles
 
 AFTER = 10.0  # seconds after the hostile clients are gone when the memory is read again
 SLOW_HOLD = 16.0  # seconds a slow reader keeps its connection at most (the server drops it before: 10 s + 5)
@@ -166,19 +165,17 @@ def run_hostile(scenario: Scenario, sessions: int, speech: np.ndarray, each: int
     went)."""
     phase = scenario.seconds
     memory: list[tuple[float, float]] = []  # (time.monotonic(), MB)
-    done = threading.Event()
     moments: dict[str, float] = {}
     seen = Hostiles()
 
     def watch() -> None:
-        while not done.wait(1.0):
-            sample = _server_process(metrics_url, scenario.token)
-            if sample is not None:
-                memory.append((time.monotonic(), sample[0]))
-            if on_progress is not None and memory:
-                where = "hostile" if "hostile" in moments and "gone" not in moments else "alone"
-                on_progress(f"{sessions} healthy sessions, {where}: server {memory[-1][1]:.0f} MB, hostile clients "
-                            f"so far {dict(seen.started)}")
+        sample = _server_process(metrics_url, scenario.token)
+        if sample is not None:
+            memory.append((time.monotonic(), sample[0]))
+        if on_progress is not None and memory:
+            where = "hostile" if "hostile" in moments and "gone" not in moments else "alone"
+            on_progress(f"{sessions} healthy sessions, {where}: server {memory[-1][1]:.0f} MB, hostile clients "
+                        f"so far {dict(seen.started)}")
 
     async def main() -> list[SessionResult]:
         stop, stop_hostile = asyncio.Event(), asyncio.Event()
@@ -203,13 +200,8 @@ def run_hostile(scenario: Scenario, sessions: int, speech: np.ndarray, each: int
         stop.set()
         return list(await asyncio.gather(*tasks))
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with every_second(watch):
         results = asyncio.run(main())
-    finally:
-        done.set()
-        watcher.join(5)
     start = min((r.origin for r in results if r.origin is not None), default=time.monotonic())
     hostile, gone = moments["hostile"], moments["gone"]
     before, later = _before(memory, hostile), _before(memory, gone + after + 0.5)

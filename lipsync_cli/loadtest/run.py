@@ -7,7 +7,8 @@ import asyncio
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,40 +102,51 @@ def _server_process(metrics_url: str, token: str | None) -> tuple[float, float] 
     return values["process_resident_memory_bytes"] / 2**20, values["process_cpu_seconds_total"]
 
 
+@contextmanager
+def every_second(tick: Callable[[], None]) -> Iterator[None]:
+    """`tick()` once a second, on a thread of its own, while the block runs."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(1.0):
+            tick()
+
+    thread = threading.Thread(target=loop, name="lipsync-loadtest-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(5)
+
+
 def run_load(scenario: Scenario, sessions: int, speech: np.ndarray, metrics_url: str | None = None,
              on_progress: Callable[[str], None] | None = None, window: float = 60.0) -> LoadReport:
     """`sessions` sessions of the scenario at once (each with its own stretch of the speech)."""
     memory: list[tuple[float, float]] = []
     cpu: list[tuple[float, float]] = []  # (seconds, the server's CPU seconds so far)
     results: list[SessionResult] = []
-    done = threading.Event()
     started = time.monotonic()
 
     def watch() -> None:
-        while not done.wait(1.0):
-            if metrics_url is not None:
-                seen = _server_process(metrics_url, scenario.token)
-                if seen is not None:
-                    memory.append((time.monotonic() - started, seen[0]))
-                    cpu.append((time.monotonic() - started, seen[1]))
-            if on_progress is not None:
-                frames = sum(r.frames for r in results) if results else 0
-                on_progress(f"{sessions} sessions, {time.monotonic() - started:.0f} of {scenario.seconds:.0f} s"
-                            + (f", server {memory[-1][1]:.0f} MB" if memory else "") + (f", {frames} frames"
-                                                                                       if frames else ""))
+        if metrics_url is not None:
+            seen = _server_process(metrics_url, scenario.token)
+            if seen is not None:
+                memory.append((time.monotonic() - started, seen[0]))
+                cpu.append((time.monotonic() - started, seen[1]))
+        if on_progress is not None:
+            frames = sum(r.frames for r in results) if results else 0
+            on_progress(f"{sessions} sessions, {time.monotonic() - started:.0f} of {scenario.seconds:.0f} s"
+                        + (f", server {memory[-1][1]:.0f} MB" if memory else "") + (f", {frames} frames"
+                                                                                   if frames else ""))
 
     async def main() -> list[SessionResult]:
         stop = asyncio.Event()
         shifts = [np.roll(speech, i * len(speech) // max(1, sessions)) for i in range(sessions)]
         return list(await asyncio.gather(*(run_session(scenario, s, stop) for s in shifts)))
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with every_second(watch):
         results = asyncio.run(main())
-    finally:
-        done.set()
-        watcher.join(5)
     report = LoadReport(sessions, scenario.seconds, results, memory, window)
     if len(cpu) >= 3:  # from the second sample on: the first second holds the sessions' start
         report.cpu_cores = (cpu[-1][1] - cpu[1][1]) / (cpu[-1][0] - cpu[1][0])
