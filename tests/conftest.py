@@ -68,3 +68,30 @@ def alice():
     from lipsync_cli.characters.manifest import load_character
 
     return load_character(ALICE)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Playwright, for Debian's Chromium (tests/browser_helpers.py launches it); skipped where Chromium is missing,
+    a failure under CI (whose .ci/run installs it)."""
+    import os
+
+    from .browser_helpers import CHROMIUM
+
+    if CHROMIUM is None:
+        if os.environ.get("CI", "").lower() in ("1", "true"):
+            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium before the tests")
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def shared_runtime():
+    """A CPU runtime shared by the tests of one module, closed after them."""
+    from lipsync_cli.runtime import Runtime, RuntimeConfig
+
+    with Runtime(RuntimeConfig(devices="cpu")) as rt:
+        yield rt

@@ -2,31 +2,16 @@
 WAV with pauses. The page connects, talks, decodes H.264 with WebCodecs, the mouth moves while the WAV speaks
 and rests in its pauses, and the overlay shows the latency. A screenshot is kept in test-artifacts/."""
 
-import os
-import shutil
 import time
 
 import numpy as np
-import pytest
 import soundfile as sf
 
+from .browser_helpers import launch
 from .conftest import REPO
 from .serve_helpers import server
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MOUTH = (570, 395, 130, 95)  # x, y, w, h of the frame: where alice's mouth is drawn
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium before the tests")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
 
 
 def test_the_page_talks_with_the_fake_microphone(browser, runtime, tmp_path):
@@ -34,9 +19,7 @@ def test_the_page_talks_with_the_fake_microphone(browser, runtime, tmp_path):
     microphone = tmp_path / "microphone.wav"
     sf.write(microphone, x, rate, subtype="PCM_16")
     with server(runtime) as running:
-        chromium = browser.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={microphone}", "--autoplay-policy=no-user-gesture-required"])
+        chromium = launch(browser, microphone)
         try:
             page = chromium.new_page(viewport={"width": 1280, "height": 900})
             errors = []

@@ -19,7 +19,6 @@ import pytest
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.live.frames import LiveFrame
 from lipsync_cli.live.session import LiveSession
-from lipsync_cli.runtime import Runtime, RuntimeConfig
 from lipsync_cli.serve import transport, wire
 from lipsync_cli.serve.rpc import live_pb2 as pb
 from lipsync_cli.serve.transport import Outbox
@@ -32,14 +31,8 @@ START_JPEG = start_message(codec="jpeg")
 
 
 @pytest.fixture(scope="module")
-def runtime_():
-    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
-        yield runtime
-
-
-@pytest.fixture(scope="module")
-def running(runtime_):
-    with server(runtime_, max_sessions=4, allow_host=("lipsync.test",), allow_origin=("http://app.example",),
+def running(shared_runtime):
+    with server(shared_runtime, max_sessions=4, allow_host=("lipsync.test",), allow_origin=("http://app.example",),
                 grpc_port=0) as running:
         yield running
 
@@ -141,13 +134,13 @@ def session_threads():
     return [t for t in threading.enumerate() if t.name in ("lipsync-ws-pump", "lipsync-live", "lipsync-unet")]
 
 
-def test_a_client_that_never_reads_loses_its_session_its_place_and_its_memory(runtime_, monkeypatch):
+def test_a_client_that_never_reads_loses_its_session_its_place_and_its_memory(shared_runtime, monkeypatch):
     monkeypatch.setattr(transport, "SEND_TIMEOUT", 2.0)
     monkeypatch.setattr(wire, "LINGER", 2.0)
     second = pcm16(speech_like(1.0, seed=5))
     gc.disable()  # what a session leaves must go back without a garbage collection
     try:
-        with server(runtime_, max_sessions=2) as running:
+        with server(shared_runtime, max_sessions=2) as running:
             def hostile():
                 silent = RawClient(running)  # the second and last place, and it never reads
                 silent.text(START_JPEG)
@@ -182,9 +175,9 @@ def test_a_client_that_never_reads_loses_its_session_its_place_and_its_memory(ru
     assert left == ([], [], []), [len(x) for x in left]
 
 
-def test_a_session_that_ends_gives_its_place_back_whatever_its_client_does(runtime_, monkeypatch):
+def test_a_session_that_ends_gives_its_place_back_whatever_its_client_does(shared_runtime, monkeypatch):
     monkeypatch.setattr(transport, "SEND_TIMEOUT", 60.0)
-    with server(runtime_, max_sessions=1, session_max_seconds=3.0) as running:
+    with server(shared_runtime, max_sessions=1, session_max_seconds=3.0) as running:
         silent = RawClient(running)
         silent.text(START_JPEG)
         assert wait_for(lambda: running.server.manager.active == 1)
@@ -281,9 +274,9 @@ def request(*headers: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
-def test_request_heads_are_held_to_lipsyncs_limits(runtime_, parser, monkeypatch):
+def test_request_heads_are_held_to_lipsyncs_limits(shared_runtime, parser, monkeypatch):
     monkeypatch.setattr(wire, "HEAD_TIMEOUT", 1.0)
-    with server(runtime_, http=parser) as running:
+    with server(shared_runtime, http=parser) as running:
         assert running._uv.config.http_protocol_class.__name__ == {"h11": "H11", "httptools": "HttpTools"}[parser]
         port = running.port
 
@@ -309,12 +302,12 @@ def test_request_heads_are_held_to_lipsyncs_limits(runtime_, parser, monkeypatch
 
 # -- the hostile load generator ------------------------------------------------------------------------------
 
-def test_the_hostile_load_reports_memory_and_lateness_and_harms_no_healthy_session(runtime_):
+def test_the_hostile_load_reports_memory_and_lateness_and_harms_no_healthy_session(shared_runtime):
     from lipsync_cli.loadtest.client import Scenario
     from lipsync_cli.loadtest.hostile import run_hostile
 
     speech = (speech_like(10.0, seed=5) * 32767).astype("<i2")
-    with LogWatch() as log, server(runtime_, max_sessions=8) as running:
+    with LogWatch() as log, server(shared_runtime, max_sessions=8) as running:
         scenario = Scenario(running.url.replace("http://", "ws://") + "/v1/live", seconds=3.0)
         data = run_hostile(scenario, 2, speech, 1, running.url + "/metrics", after=1.0)
         assert wait_for(lambda: running.server.manager.active == 0)

@@ -16,9 +16,9 @@ from websockets.sync.client import connect
 from lipsync_cli.audio.synthetic import speech_like
 from lipsync_cli.loadtest.client import Scenario, SessionResult, run_session
 
+from .browser_helpers import launch
 from .cut_proxy import CutProxy
 from .serve_helpers import server, start_message, ws_url
-from .test_browser import CHROMIUM, browser  # noqa: F401 (the module's Chromium fixture)
 
 SPEECH = (speech_like(4.0, seed=5) * 32767).astype(np.int16)
 
@@ -73,7 +73,7 @@ def test_the_load_generator_reconnects_a_dropped_session_and_names_refusals(runt
 def test_the_page_reconnects_by_itself_and_shows_a_refusal(browser, runtime):  # noqa: F811
     with server(runtime) as running:
         proxy = CutProxy(int(running.url.rsplit(":", 1)[1]))
-        chromium = browser.chromium.launch(executable_path=CHROMIUM, headless=True)
+        chromium = launch(browser)
         try:
             page = chromium.new_page()
             errors: list[str] = []

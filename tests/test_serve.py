@@ -14,17 +14,10 @@ import pytest
 from websockets.sync.client import connect
 
 from lipsync_cli.audio.synthetic import speech_like
-from lipsync_cli.runtime import Runtime, RuntimeConfig
 from lipsync_cli.serve.protocol import HEADER, parse_frame
 
 from .live_helpers import rendered
 from .serve_helpers import TOKEN, Healthy, pcm16, refusal, server, start_message, ws_url
-
-
-@pytest.fixture(scope="module")
-def shared_runtime():
-    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
-        yield runtime
 
 
 @pytest.fixture(scope="module")
