@@ -7,9 +7,7 @@ the audio received), and speech over a reply interrupts it. Under CI a missing C
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,12 +19,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from .browser_helpers import launch
 from .conftest import REPO
 
 pytestmark = pytest.mark.pipecat
 pytest.importorskip("pipecat", reason="the Pipecat extra is not installed: pip install 'lipsync-cli[pipecat]'")
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MOUTH = (570, 395, 130, 95)  # x, y, w, h of alice's frame: where her mouth is drawn
 PROBE = (REPO / "tests" / "pipecat_probe.js").read_text()
 # the microphone: 1 s of quiet, utterance A (1.4 s), 1.6 s of quiet in which A's echo starts, utterance B over
@@ -80,23 +78,6 @@ def running_agent(*args):
             process.kill()
             process.wait()
 
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:
-        if os.environ.get("CI", "").lower() in ("1", "true"):
-            pytest.fail("Chromium is not installed: .ci/run installs Debian's chromium before the tests")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        yield p
-
-
-def launch(browser, microphone):
-    return browser.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}", "--autoplay-policy=no-user-gesture-required"])
 
 
 SELECTED_PAIR = """async () => {
@@ -158,7 +139,10 @@ def test_the_agent_talks_back_in_chromium_over_webrtc(browser, tmp_path):
     assert after["state"] == "connected" and after["rtt_ms"] is not None, after
     assert pair["local"] and not pair["local"].startswith("127.") and pair["remote"], pair  # over the interface
     fps = (after["frames_decoded"] - before["frames_decoded"]) / (t1 - t0)
-    assert 23 <= fps <= 27, f"{fps:.1f} fps received"
+    # the face keeps coming at about its 25 fps: Pipecat's video loop outside live mode draws a frame and then
+    # sleeps a whole frame (about 24 fps), and a busy machine takes a little more; a frozen face or one at half
+    # its rate fails
+    assert 20 <= fps <= 27, f"{fps:.1f} fps received"
     assert after["audio_bytes_received"] - before["audio_bytes_received"] > 10_000, (before, after)
     assert server["turns"] >= 2 and server["first_frame_ms"] and server["vad_wait_ms"] is not None, server
     assert "ms to the reply" in overlay and "fps" in overlay
