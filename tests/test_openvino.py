@@ -125,6 +125,21 @@ def test_a_live_session_on_openvino_makes_the_frames_of_a_render(runtime, write_
     assert diff <= 1
 
 
+def test_models_on_openvino_run_after_lipsync_serve_asks_the_arenas_to_shrink():
+    # when a session ends, lipsync serve asks every model's arena to shrink at its next call (onnxruntime's
+    # run options); a model on OpenVINO has no such arena and must run on as before
+    rng = np.random.default_rng(4)
+    visual, audio = rng.random((1, 6, 320, 320), dtype=np.float32), rng.standard_normal((1, 512)).astype(np.float32)
+    with Runtime(RuntimeConfig(devices="openvino")) as ov:
+        live = replace(options(), device=parse_device("openvino"))
+        with LiveSession(ov, ov.character(ALICE), live, clock=FakeClock()):
+            (scheduler,) = ov.shared_objects()
+            unet = scheduler.renderer.unet
+            before = unet.generate(visual, audio)
+            scheduler.shrink_next()
+            assert np.array_equal(unet.generate(visual, audio), before)
+
+
 def test_doctor_lists_openvino_devices_and_a_missing_device_is_refused(tmp_path):
     result = runner.invoke(app, ["doctor", "--json"])
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}

@@ -67,8 +67,8 @@ class BatchedModel:
 
     def shrink_next(self) -> None:
         """At the end of the next call, onnxruntime gives back the CPU memory its arena holds unused (the
-        arena grows to the largest calls it has seen, and keeps that)."""
-        self._shrink = True
+        arena grows to the largest calls it has seen, and keeps that); other backends have no such arena."""
+        self._shrink = isinstance(self.session, ort.InferenceSession)
 
     def failure(self, exc: Exception) -> InferenceError:
         detail = " ".join(str(exc).split())[:300]
