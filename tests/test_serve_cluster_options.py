@@ -77,3 +77,18 @@ def test_every_replicas_metrics_in_one_scrape_labelled_with_its_replica():
     assert frames == {("a", "idle"): 50.0, ("b", "idle"): 70.0}
     info = {s.labels["replica"]: s.labels for s in families["lipsync_replica_info"].samples}
     assert set(info) == {"a", "b", "c"} and info["a"]["pid"] == "101" and info["a"]["capacity"] == "2"
+
+
+def test_a_cluster_where_serve_already_runs_is_refused_in_one_line():
+    from types import SimpleNamespace
+
+    from lipsync_cli.serve.cluster.run import ClusterServer
+    from lipsync_cli.serve.config import ServeConfig
+
+    # what Ray's list_named_actors(all_namespaces=True) answers where another Serve application runs
+    actors = [{"name": "some_actor", "namespace": "app"}, {"name": "SERVE_CONTROLLER_ACTOR", "namespace": "serve"}]
+    server = object.__new__(ClusterServer)  # no Ray started: only the check before anything is deployed
+    server.ray = SimpleNamespace(util=SimpleNamespace(list_named_actors=lambda all_namespaces: actors))
+    server.config = ServeConfig()
+    with pytest.raises(InputError, match="Ray Serve already runs on this cluster"):
+        server._deploy()

@@ -112,9 +112,8 @@ class ClusterServer:
 
         from lipsync_cli.serve.cluster.replicas import FewestSessions, deployments
 
-        names = {n for n in ray.util.list_named_actors(all_namespaces=True) if isinstance(n, dict)
-                 and n.get("name") in ("SERVE_CONTROLLER_ACTOR", HUB_NAME)}
-        if names:
+        if any(isinstance(n, dict) and n.get("name") in ("SERVE_CONTROLLER_ACTOR", HUB_NAME)
+               for n in ray.util.list_named_actors(all_namespaces=True)):
             raise InputError("Ray Serve already runs on this cluster (its proxies' host and port are set); stop it "
                              "first (serve shutdown) so that lipsync serve --cluster ray runs its own",
                              option="cluster")
