@@ -148,6 +148,24 @@ def test_a_changed_or_unchecked_variant_is_refused(fitted, tmp_path):
             resolve_models(runtime, runtime.character(folder), CPU_REQUEST, "int8")
 
 
+def test_an_int8_variant_is_refused_once_the_float_unet_it_was_made_from_is_replaced(fitted, tmp_path):
+    import shutil
+
+    from lipsync_cli.characters.variants import sha256_file
+
+    folder = tmp_path / "copy"
+    shutil.copytree(fitted[0], folder)
+    character = load_character(folder)
+    assert fitted[1].variant.source_sha256 == sha256_file(character.model)
+    shutil.copyfile(ALICE / "model_best.onnx", character.model)  # new weights, the same contract
+    with Runtime(RuntimeConfig(devices="cpu")) as runtime:
+        character = runtime.character(folder)
+        with pytest.raises(InputError, match="has changed since the variant was made from it"):
+            resolve_models(runtime, character, CPU_REQUEST, "int8")
+        auto = resolve_models(runtime, character, CPU_REQUEST, "auto")
+        assert auto.precision == "fp32" and "made from it" in auto.note
+
+
 def test_an_explicit_precision_the_character_lacks_or_the_device_cannot_run_is_refused(fitted, tmp_path):
     result = runner.invoke(app, ["render", str(REPO / "samples" / "hello.wav"), "-c", "alice", "-o",
                                  str(tmp_path / "x.mp4"), "--precision", "int8"])

@@ -9,6 +9,7 @@ that check against the float models. A manifest without variants reads as before
     backend = "onnxruntime"
     model = "model_best.int8.onnx"
     model_sha256 = "..."
+    source_sha256 = "..."             # int8: the float UNet it was made from
     audio_encoder = "audio_encoder.onnx"
     audio_encoder_sha256 = "..."
     checked_on = "cpu"
@@ -61,6 +62,7 @@ class Variant:
     created: str
     quality: Quality | None  # None: never checked (refused by --precision)
     forced: bool = False  # kept below the bar with --force: never chosen by auto
+    source_sha256: str | None = None  # int8: the float UNet it was made from (older manifests: not recorded)
 
     @property
     def passed(self) -> bool:
@@ -71,7 +73,8 @@ class Variant:
         return f"{self.precision} on {self.backend}"
 
     def to_toml_table(self) -> dict:
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "quality"}
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name != "quality" and getattr(self, f.name) is not None}
         if self.quality is not None:
             data["quality"] = asdict(self.quality)
         return data
@@ -108,8 +111,8 @@ def parse_variants(data: object, manifest: Path) -> tuple[Variant, ...]:
         backend = _field(table, "backend", str, where)
         if backend not in ("onnxruntime", "openvino"):
             raise CharacterError(f"{where}: backend must be onnxruntime or openvino, not {backend!r}")
-        for key in ("model_sha256", "audio_encoder_sha256"):
-            if not _SHA.match(_field(table, key, str, where)):
+        for key in ("model_sha256", "audio_encoder_sha256", "source_sha256"):
+            if (key != "source_sha256" or key in table) and not _SHA.match(_field(table, key, str, where)):
                 raise CharacterError(f"{where}: '{key}' must be a sha256 in hex")
         quality = None
         if "quality" in table:
@@ -123,7 +126,8 @@ def parse_variants(data: object, manifest: Path) -> tuple[Variant, ...]:
                            table["model_sha256"], _field(table, "audio_encoder", str, where),
                            table["audio_encoder_sha256"], _field(table, "checked_on", str, where),
                            _field(table, "created", str, where), quality,
-                           _field(table, "forced", bool, where) if "forced" in table else False))
+                           _field(table, "forced", bool, where) if "forced" in table else False,
+                           table.get("source_sha256")))
     return tuple(out)
 
 

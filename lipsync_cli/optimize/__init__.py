@@ -112,10 +112,13 @@ def _check_destination(character: Character, output: Path | None) -> None:
 
 
 def _reusable(character: Character) -> Variant | None:
-    """An int8 variant whose file is still the one it was checked with (the same QDQ file serves both backends)."""
+    """An int8 variant whose file is still the one it was checked with, made from the float UNet the character
+    has now (the same QDQ file serves both backends)."""
+    source = sha256_file(character.model)
     for variant in character.variants:
         path = character.root / variant.model
-        if variant.precision == "int8" and path.is_file() and sha256_file(path) == variant.model_sha256:
+        if (variant.precision == "int8" and variant.source_sha256 == source and path.is_file()
+                and sha256_file(path) == variant.model_sha256):
             return variant
     return None
 
@@ -184,7 +187,8 @@ def _publish(character: Character, options: OptimizeOptions, device: Device, mod
     created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     variant = Variant(options.precision, options.backend, name, digest, character.audio_encoder.name,
                       sha256_file(character.audio_encoder), str(device), created, quality,
-                      forced=quality.psnr_db < options.min_psnr)
+                      forced=quality.psnr_db < options.min_psnr,
+                      source_sha256=sha256_file(character.model) if options.precision == "int8" else None)
     kept = [v for v in character.variants if (v.precision, v.backend) != (options.precision, options.backend)]
     variants = [*kept, variant]
     if options.output is None:

@@ -59,6 +59,8 @@ def stale_reason(runtime: Runtime, character: Character, variant: Variant) -> st
             return f"{path} is missing"
         if runtime.file_sha256(path) != digest:
             return f"{path} has changed since the variant was checked (its sha256 differs from the manifest's)"
+    if variant.source_sha256 is not None and runtime.file_sha256(character.model) != variant.source_sha256:
+        return f"{character.model} has changed since the variant was made from it"
     return None
 
 
