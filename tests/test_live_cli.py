@@ -55,7 +55,8 @@ def test_raw_pcm_on_stdin_streams_and_its_end_ends_the_stream(tmp_path):
     assert info.frames >= 20 + 3 and "24000 Hz" in info.audio  # AAC at the rate the voice came in
 
 
-@pytest.mark.parametrize(("rate", "channels", "source"), [(44100, 2, "file"), (8000, 1, "stdin")])
+@pytest.mark.parametrize(("rate", "channels", "source"), [(44100, 2, "file"), (8000, 1, "stdin"),
+                                                         (22000, 1, "stdin")])
 def test_the_stream_carries_the_audio_at_its_own_rate(tmp_path, rate, channels, source):
     """AAC at the input's rate (8 kHz too: ffmpeg's AAC encoder then waits five frames for its first packet,
     which must not stall the video pipe)."""
@@ -71,7 +72,8 @@ def test_the_stream_carries_the_audio_at_its_own_rate(tmp_path, rate, channels, 
                         input=pcm.decode("latin-1"), encoding="latin-1")
     assert done.returncode == 0, done.stderr
     info = probe(out)
-    assert f"{rate} Hz" in info.audio and info.frames >= 20
+    carried = {22000: 22050}.get(rate, rate)  # a rate AAC lacks: ffmpeg's AAC encoder takes the nearest of its own
+    assert f"{carried} Hz" in info.audio and info.frames >= 20
     assert abs(info.audio_seconds - info.frames / 25) < 0.15
 
 

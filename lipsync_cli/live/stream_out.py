@@ -77,7 +77,7 @@ class StreamOutput:
                "-f", "s16le", "-ar", str(audio_rate), "-ac", "1", "-thread_queue_size", "64",
                "-i", f"pipe:{read_audio}", "-map", "0:v:0", "-map", "1:a:0",
                "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-crf", str(crf), "-bf", "0",
-               "-g", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k", "-ar", str(audio_rate),
+               "-g", str(gop), "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "96k",
                "-f", target.muxer]
         if target.muxer == "flv" and target.file is None:
             cmd += ["-flvflags", "no_duration_filesize"]
