@@ -89,19 +89,21 @@ class UNetScheduler:
 
     def _take(self) -> list[_Request] | None:
         with self._cond:
-            while not self._heap and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                return None
-            if self.policy.wait is None or self.policy.wait > 0:
-                until = None if self.policy.wait is None else time.monotonic() + self.policy.wait
-                while len(self._heap) < self.policy.frames and not self._closed:
-                    left = None if until is None else until - time.monotonic()
-                    if left is not None and left <= 0:
-                        break
-                    self._cond.wait(left)
-            count = min(self.policy.frames, len(self._heap))
-            return [heapq.heappop(self._heap) for _ in range(count)]
+            while True:
+                while not self._heap and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return None
+                if self.policy.wait is None or self.policy.wait > 0:
+                    until = None if self.policy.wait is None else time.monotonic() + self.policy.wait
+                    while 0 < len(self._heap) < self.policy.frames and not self._closed:
+                        left = None if until is None else until - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        self._cond.wait(left)
+                if self._heap or self._closed:  # frames withdrawn while it waited: wait for others
+                    count = min(self.policy.frames, len(self._heap))
+                    return None if self._closed else [heapq.heappop(self._heap) for _ in range(count)]
 
     def _call(self, batch: list[_Request]) -> list[Patch]:
         frames = [r.frame for r in batch]

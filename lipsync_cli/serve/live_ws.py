@@ -126,11 +126,15 @@ class Connection:
         session = self.session
         assert session is not None
         encoder, width, height = video_encoder(self.server, session, start.codec)
-        await bounded(self.ws.send_text(json.dumps({
-            "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
-            "codec": encoder.codec_string, "audio_rate": session.return_rate,
-            "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1),
-            **({"replica": self.server.replica} if self.server.replica else {})})))
+        try:  # a client that never takes `ready` ends here: its encoder goes with it
+            await bounded(self.ws.send_text(json.dumps({
+                "type": "ready", "session": id(self), "fps": float(session.fps), "width": width, "height": height,
+                "codec": encoder.codec_string, "audio_rate": session.return_rate,
+                "lookahead_ms": round(session.lookahead * 1000, 1), "latency_ms": round(session.latency * 1000, 1),
+                **({"replica": self.server.replica} if self.server.replica else {})})))
+        except BaseException:
+            encoder.close()
+            raise
         jpeg = JPEG if start.codec == "jpeg" else 0
 
         def wrap(f: Encoded, video: bytes, pcm: bytes) -> bytes:

@@ -109,6 +109,9 @@ class Outbox:
         """On the pump's thread: waits for room (or `stop`)."""
         while not stop.is_set():
             if self._room.acquire(timeout=0.2):
+                if stop.is_set():  # the connection ended while this waited: nobody will take it
+                    self._room.release()
+                    return
                 try:
                     self._loop.call_soon_threadsafe(self._items.put_nowait, item)
                 except RuntimeError:  # the loop is closed: the server has stopped
@@ -117,7 +120,8 @@ class Outbox:
 
     async def get(self, timeout: float) -> Any:
         """The next item (TimeoutError after `timeout` seconds)."""
-        item = await asyncio.wait_for(self._items.get(), timeout)
+        async with asyncio.timeout(timeout):
+            item = await self._items.get()
         self._room.release()
         return item
 
@@ -182,7 +186,8 @@ async def watch_limits(server: Server) -> None:
 async def bounded(send: Awaitable[None]) -> None:
     """A send to the client, which must take it within SEND_TIMEOUT seconds or lose its session."""
     try:
-        await asyncio.wait_for(send, SEND_TIMEOUT)
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await send
     except TimeoutError:
         raise ProtocolError(f"the client took nothing sent to it for {SEND_TIMEOUT:g} s", POLICY,
                             "slow_client") from None

@@ -132,17 +132,19 @@ class LiveReplica:
     async def _report(self) -> None:
         sent_metrics, sent_active = 0.0, -1
         while True:
-            metrics = None
-            if time.monotonic() - sent_metrics >= METRICS_EVERY:
-                metrics = await asyncio.to_thread(self.server.metrics.text)  # reads /proc: not on the loop
-                sent_metrics = time.monotonic()
-            active = self.server.manager.active
-            if metrics is not None or active != sent_active:
-                try:
+            try:
+                metrics = None
+                if time.monotonic() - sent_metrics >= METRICS_EVERY:
+                    metrics = await asyncio.to_thread(self.server.metrics.text)  # reads /proc: not on the loop
+                    sent_metrics = time.monotonic()
+                active = self.server.manager.active
+                if metrics is not None or active != sent_active:
                     await self.hub.report.remote(self._report_now(metrics))
                     sent_active = active
-                except ray.exceptions.RayActorError:
-                    return  # the command that started the application is gone; the sessions go on
+            except ray.exceptions.RayActorError:
+                return  # the command that started the application is gone; the sessions go on
+            except Exception:  # one report lost (the hub busy, a scrape failing): the next one goes
+                log.warning("replica %s: a report to the hub failed", self.name, exc_info=True)
             await asyncio.sleep(REPORT_EVERY)
 
     async def _watch_drain(self) -> None:
@@ -222,6 +224,10 @@ class FrontReplica:
             except ray.exceptions.RayActorError:
                 self.view.reports = []
                 return
+            except Exception:  # one look lost: the view stays as it was until the next
+                log.warning("the front's look at the replicas failed", exc_info=True)
+                await asyncio.sleep(REFRESH_EVERY)
+                continue
             if metrics:
                 metrics_read = time.monotonic()
             else:  # the metrics read last, for the replicas still there

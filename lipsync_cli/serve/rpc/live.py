@@ -136,10 +136,14 @@ class _Stream:
         session = self.session
         assert session is not None
         encoder, width, height = video_encoder(self.server, session, start.codec)
-        await bounded(self.context.write(pb.ServerMessage(ready=pb.Ready(
-            session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
-            audio_rate=session.return_rate, lookahead_ms=round(session.lookahead * 1000, 1),
-            latency_ms=round(session.latency * 1000, 1)))))
+        try:  # a client that never takes `ready` ends here: its encoder goes with it
+            await bounded(self.context.write(pb.ServerMessage(ready=pb.Ready(
+                session=str(id(self)), fps=float(session.fps), width=width, height=height, codec=encoder.codec_string,
+                audio_rate=session.return_rate, lookahead_ms=round(session.lookahead * 1000, 1),
+                latency_ms=round(session.latency * 1000, 1)))))
+        except BaseException:
+            encoder.close()
+            raise
         jpeg = start.codec == "jpeg"
 
         def wrap(f: Encoded, video: bytes, pcm: bytes) -> pb.ServerMessage:
