@@ -20,6 +20,7 @@ from lipsync_cli.cli.app import app
 from lipsync_cli.compositing.blend import to_uint8
 from lipsync_cli.live import LiveSession
 from lipsync_cli.models.devices import CPU, DeviceRequest, openvino_device, parse_device
+from lipsync_cli.models.inference import shrink_next
 from lipsync_cli.models.sessions import SessionMaker
 from lipsync_cli.runtime import Runtime, RuntimeConfig
 
@@ -136,7 +137,7 @@ def test_models_on_openvino_run_after_lipsync_serve_asks_the_arenas_to_shrink():
             (scheduler,) = ov.shared_objects()
             unet = scheduler.renderer.unet
             before = unet.generate(visual, audio)
-            scheduler.shrink_next()
+            shrink_next(ov.registry.sessions())
             assert np.array_equal(unet.generate(visual, audio), before)
 
 

@@ -265,3 +265,25 @@ def test_a_lease_that_only_loads_counts_no_request(tmp_path):
         pass
     (stats,) = reg.stats()
     assert (stats.loads, stats.requests) == (1, 1)
+
+
+def test_a_shrink_asked_of_the_loaded_models_is_done_at_their_next_calls(runtime, write_audio):
+    # lipsync serve asks it of every loaded model once sessions have ended, also when none is left running
+    import numpy as np
+
+    from lipsync_cli.audio.synthetic import speech_like
+    from lipsync_cli.models import inference
+
+    from .conftest import ALICE
+    from .live_helpers import rendered
+
+    audio = write_audio(speech_like(0.5, seed=3))
+    character = runtime.character(ALICE)
+    before = rendered(character, audio, runtime)
+    sessions = runtime.registry.sessions()
+    assert len(sessions) == 2  # the audio encoder's and the UNet's
+    inference.shrink_next(sessions)
+    assert inference._shrink_due == {id(s) for s in sessions}
+    after = rendered(character, audio, runtime)
+    assert not inference._shrink_due  # both models shrank at their first call
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))

@@ -83,10 +83,6 @@ class UNetScheduler:
             request.done(Withdrawn("withdrawn"), 0.0, 0.0)
         return len(gone)
 
-    def shrink_next(self) -> None:
-        """Its model's next call gives back the memory its arena holds unused (after a busy spell)."""
-        self.renderer.shrink_next()
-
     def _take(self) -> list[_Request] | None:
         with self._cond:
             while True:

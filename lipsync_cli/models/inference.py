@@ -7,8 +7,9 @@ in and the output out, and onnxruntime allocates nothing.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,28 @@ class Bindings:
         return out.copy() if self.on_host else out
 
 
+# onnxruntime sessions whose CPU arena gives back what it holds unused at the end of their next call (the arena
+# grows to the largest calls it has seen, and keeps that): asked for by lipsync serve once sessions have ended
+_shrink_due: set[int] = set()
+_shrink_lock = threading.Lock()
+
+
+def shrink_next(sessions: Iterable[object]) -> None:
+    """Each of these sessions' next call ends by shrinking its arena (other backends have no such arena)."""
+    with _shrink_lock:
+        _shrink_due.clear()  # those no longer loaded are not asked again
+        _shrink_due.update(id(s) for s in sessions if isinstance(s, ort.InferenceSession))
+
+
+def _take_shrink(session: object) -> bool:
+    if not _shrink_due:
+        return False
+    with _shrink_lock:
+        due = id(session) in _shrink_due
+        _shrink_due.discard(id(session))
+    return due
+
+
 class BatchedModel:
     """session.run over any number of items, split to a fixed batch size when the model has one. Inputs are fed
     in the model's own element type; every output is checked (shape, type, finite values) and returned as
@@ -63,12 +86,6 @@ class BatchedModel:
         self.done = 0  # items processed so far: the frame number of the next batch's first item
         self.bind_on = bind_on  # IO binding on this device
         self._bindings: Bindings | None = None
-        self._shrink = False
-
-    def shrink_next(self) -> None:
-        """At the end of the next call, onnxruntime gives back the CPU memory its arena holds unused (the
-        arena grows to the largest calls it has seen, and keeps that); other backends have no such arena."""
-        self._shrink = isinstance(self.session, ort.InferenceSession)
 
     def failure(self, exc: Exception) -> InferenceError:
         detail = " ".join(str(exc).split())[:300]
@@ -78,8 +95,7 @@ class BatchedModel:
         try:
             if self.bind_on is not None:
                 return self._bound(feeds)
-            if self._shrink:
-                self._shrink = False
+            if _take_shrink(self.session):
                 options = ort.RunOptions()
                 options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
                 return self.session.run([self.output], feeds, options)[0]

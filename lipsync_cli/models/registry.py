@@ -312,6 +312,11 @@ class ModelRegistry:
         with self._cond:
             return [k[:2] for k, e in self._entries.items() if not e.loading]
 
+    def sessions(self) -> list:
+        """Every session of every model loaded."""
+        with self._cond:
+            return [s for e in self._entries.values() if not e.loading for s in e.sessions]
+
     def unload(self, files: Sequence[Path]) -> list[Device]:
         """Drop the sessions of `files` on every device they are loaded on, and return those devices; refused
         (Busy, nothing dropped) while any of them is leased or still loading."""

@@ -88,11 +88,6 @@ class FrameRenderer:
             return [self.chain.region_planes(j, frame) for j, frame in enumerate(frames)]
         return list(self.chain.patches_on_host())
 
-    def shrink_next(self) -> None:
-        """The models' next calls give back the memory their arenas hold unused."""
-        self.unet.shrink_next()
-        self.encoder.shrink_next()
-
     def close(self) -> None:
         self._stack.close()
 

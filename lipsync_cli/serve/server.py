@@ -8,6 +8,7 @@ from collections import Counter
 from starlette.requests import Request
 
 from lipsync_cli.models.devices import DeviceRequest
+from lipsync_cli.models.inference import shrink_next
 from lipsync_cli.runtime import Runtime
 from lipsync_cli.serve.config import ServeConfig
 from lipsync_cli.serve.heap import HeapTrimmer
@@ -33,9 +34,7 @@ class Server:
         return dict(total)
 
     def shrink_arenas(self) -> None:
-        for scheduler in self.runtime.shared_objects():
-            if hasattr(scheduler, "shrink_next"):
-                scheduler.shrink_next()
+        shrink_next(self.runtime.registry.sessions())
 
     def authorized(self, request: Request) -> bool:
         return self.trust.token_ok(request.headers, request.query_params)
