@@ -13,6 +13,7 @@ a small pool, so concurrent calls never share buffers.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ _core: list[Any] = []
 _core_lock = threading.Lock()
 
 
+@functools.cache
 def unavailable_reason() -> str | None:
     """Why OpenVINO cannot be used here, or None."""
     try:
@@ -61,7 +63,13 @@ class OpenVinoDevice:
 
 
 def devices() -> list[OpenVinoDevice]:
-    """OpenVINO's devices on this machine, with what each can compute in."""
+    """OpenVINO's devices on this machine, with what each can compute in (asked once: every job and session
+    start checks its device and precision against them)."""
+    return list(_devices())
+
+
+@functools.cache
+def _devices() -> tuple[OpenVinoDevice, ...]:
     found = []
     c = core()
     for name in c.available_devices:
@@ -71,7 +79,7 @@ def devices() -> list[OpenVinoDevice]:
         except Exception:  # a plugin that cannot answer: list it without details
             full, capabilities = name, ()
         found.append(OpenVinoDevice(name, full, capabilities))
-    return found
+    return tuple(found)
 
 
 def _find(target: str) -> OpenVinoDevice | None:
