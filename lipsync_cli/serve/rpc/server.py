@@ -8,7 +8,6 @@ With a token configured every call but the health check needs the metadata `auth
 from __future__ import annotations
 
 import asyncio
-import hmac
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -23,7 +22,7 @@ from lipsync_cli.serve.rpc import live_pb2, live_pb2_grpc, monolithic_pb2, monol
 from lipsync_cli.serve.rpc.live import LiveService
 from lipsync_cli.serve.rpc.monolithic import GrpcOptions, MonolithicService
 from lipsync_cli.serve.rpc.undecodable import RefuseUndecodable
-from lipsync_cli.trust import address
+from lipsync_cli.trust import Trust, address
 
 if TYPE_CHECKING:
     from lipsync_cli.serve.server import Server
@@ -52,8 +51,10 @@ def _denied(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class TokenCheck(grpc.aio.ServerInterceptor):
-    def __init__(self, token: str) -> None:
-        self._token = token.encode()
+    """The server's token, as the other faces check it (trust.py): `authorization: Bearer TOKEN` metadata."""
+
+    def __init__(self, trust: Trust) -> None:
+        self._trust = trust
 
     async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails],
                                                              Awaitable[grpc.RpcMethodHandler]],
@@ -61,9 +62,8 @@ class TokenCheck(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(HEALTH):
             return handler
-        given = dict(details.invocation_metadata or ()).get("authorization", "")
-        token = given[7:].strip() if isinstance(given, str) and given.lower().startswith("bearer ") else ""
-        return handler if hmac.compare_digest(token.encode(), self._token) else _denied(handler)
+        metadata = {k: v for k, v in details.invocation_metadata or () if isinstance(v, str)}
+        return handler if self._trust.token_ok(metadata, {}) else _denied(handler)
 
 
 class GrpcServer:
@@ -83,9 +83,8 @@ class GrpcServer:
             raise
 
     async def _start(self, server: Server, host: str, port: int) -> int:
-        token = server.config.token
         self._server = grpc.aio.server(
-            interceptors=[*([TokenCheck(token)] if token else []), RefuseUndecodable()],
+            interceptors=[*([TokenCheck(server.trust)] if server.trust.token else []), RefuseUndecodable()],
             options=[("grpc.max_receive_message_length", MAX_RECEIVE), ("grpc.max_send_message_length", MAX_SEND),
                      ("grpc.so_reuseport", 0)])
         monolithic_pb2_grpc.add_MonolithicServiceServicer_to_server(self.monolithic, self._server)
