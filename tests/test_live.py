@@ -343,3 +343,25 @@ def test_an_utterance_keeps_its_rate_and_the_next_may_have_another(runtime, alic
         frames = take(session, 16)  # 8 frames each, the second right after the first
     assert [f.index for f in frames] == list(range(16)) and all(f.speech for f in frames)
     assert all(len(f.audio) == 882 for f in frames)  # 22050 / 25
+
+
+def test_full_scale_s16_comes_back_bit_exact_at_its_own_rate(runtime, alice):
+    """int16 pushed, the frames' audio at the same rate, and back to int16 with lipsync's one conversion: the
+    very samples, -32768 and 32767 included (what every face sends back)."""
+    from lipsync_cli.audio.pcm import float_to_s16, s16_to_float
+
+    x = speech_like(0.6, rate=24000, seed=4)
+    sent = np.rint(x / np.abs(x).max() * 32767).astype(np.int16)
+    sent[np.argmin(sent)], sent[np.argmax(sent)] = -32768, 32767
+    assert sent.min() == -32768 and sent.max() == 32767
+    with LiveSession(runtime, alice, options(rate=24000, return_rate=24000, start="first_audio"),
+                     clock=FakeClock()) as session:
+        for part in chunks(sent, 480):
+            session.push(part)
+        session.flush()
+        frames = take(session, 15)
+    audio = np.concatenate([f.audio for f in frames])
+    assert np.array_equal(audio[: len(sent)], s16_to_float(sent))
+    assert np.array_equal(float_to_s16(audio[: len(sent)]), sent)
+    stereo = np.stack([sent, sent], axis=1).ravel().astype("<i2").tobytes()
+    assert np.array_equal(float_to_s16(s16_to_float(stereo, 2)), sent)

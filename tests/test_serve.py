@@ -119,6 +119,37 @@ def test_a_start_may_ask_for_the_audio_back_at_its_own_rate(main_server):
     assert np.array_equal(audio[: len(sent)], sent)
 
 
+def full_scale(seconds: float, rate: int, seed: int) -> np.ndarray:
+    """s16 speech that reaches both ends of the range, -32768 and 32767 (and every |s| > 16384 on the way)."""
+    x = speech_like(seconds, rate=rate, seed=seed)
+    s = np.rint(x / np.abs(x).max() * 32767).astype(np.int16)
+    s[np.argmin(s)], s[np.argmax(s)] = -32768, 32767
+    return s
+
+
+def test_a_full_scale_voice_comes_back_bit_exact_at_its_own_rate(main_server):
+    """return_rate equal to the voice's rate gives the very samples sent, peaks at -32768 and 32767 included."""
+    sent = full_scale(0.8, 24000, seed=7)
+    assert sent.min() == -32768 and sent.max() == 32767
+    with connect(ws_url(main_server, token=TOKEN), open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "start", "character": "alice",
+                            "audio": {"format": "s16le", "rate": 24000, "return_rate": 24000}}))
+        assert json.loads(ws.recv(timeout=30))["audio_rate"] == 24000
+        pcm = sent.astype("<i2").tobytes()
+        for a in range(0, len(pcm), 960 * 2):
+            ws.send(pcm[a : a + 960 * 2])
+        ws.send(json.dumps({"type": "flush"}))
+        frames = []
+        while sum(h.speech for h, _, _ in frames) < 20:
+            data = ws.recv(timeout=30)
+            if isinstance(data, bytes):
+                frames.append(parse_frame(data))
+        ws.send(json.dumps({"type": "stop"}))
+    first = next(i for i, (h, _, _) in enumerate(frames) if h.speech)
+    audio = np.frombuffer(b"".join(a for _, _, a in frames[first:]), "<i2")
+    assert np.array_equal(audio[: len(sent)], sent)
+
+
 def connect_main(running, **kw):
     return connect(ws_url(running, **({"token": TOKEN} | kw)), open_timeout=30)
 

@@ -14,6 +14,7 @@ from typing import BinaryIO, Literal
 import numpy as np
 
 from lipsync_cli.audio.loading import AudioInfo, stream_audio, stream_native
+from lipsync_cli.audio.pcm import s16_to_float
 from lipsync_cli.audio.resample import TARGET_RATE
 from lipsync_cli.errors import InputError
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE, LatencyParts, LiveFrame
@@ -79,7 +80,7 @@ def pcm_chunks(stream: BinaryIO, fmt: PcmFormat) -> Iterator[np.ndarray]:
         held = data[cut:]
         if cut:
             samples = np.frombuffer(data[:cut], dtype)
-            yield samples.astype(np.float32) / 32768.0 if fmt == "s16le" else samples.astype(np.float32)
+            yield s16_to_float(samples) if fmt == "s16le" else samples.astype(np.float32)
     if held:
         raise InputError(f"standard input ended inside a sample ({len(held)} of {width} bytes)", option="audio")
 

@@ -23,6 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from lipsync_cli.audio.pcm import s16_to_float
 from lipsync_cli.characters.manifest import Character
 from lipsync_cli.errors import InputError
 from lipsync_cli.features.mel import SILENCE_FRAME_VALUE
@@ -147,9 +148,7 @@ class LiveSession:
         rate = self.options.rate if rate is None else rate
         _check_rate(rate)
         x = np.asarray(samples)
-        if x.dtype == np.int16:
-            x = x.astype(np.float32) / 32768.0
-        x = np.asarray(x, np.float32).ravel()
+        x = s16_to_float(x.ravel()) if x.dtype == np.int16 else np.asarray(x, np.float32).ravel()
         if not np.isfinite(x.sum(dtype=np.float64)):
             raise InputError("the audio contains NaN or infinite samples", option="audio")
         if not len(x):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipsync_cli.audio.pcm import float_to_s16_bytes
 from lipsync_cli.audio.resample import TARGET_RATE
 from lipsync_cli.encoding.ffmpeg import (
     check_output_path,
@@ -123,7 +124,7 @@ class StreamOutput:
             raise ValueError(f"frame of {frame.image.shape}, the stream is {self.shape}")
         if self._broken.is_set():
             raise self._failure("stopped while streaming")
-        pcm = (np.clip(frame.audio, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+        pcm = float_to_s16_bytes(frame.audio)
         (_, audio), (_, video) = self._pipes
         audio.put(memoryview(pcm))
         video.put(np.ascontiguousarray(frame.image).data.cast("B"))

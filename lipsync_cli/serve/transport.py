@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lipsync_cli.audio.pcm import float_to_s16_bytes
 from lipsync_cli.errors import InputError
 from lipsync_cli.live import LiveOptions, LiveSession
 from lipsync_cli.live.frames import LatencyParts
@@ -146,7 +147,7 @@ def pump(session: LiveSession, encoder: H264Encoder | JpegEncoder, stop: threadi
                 encoder.keyframe_next()
             started = time.perf_counter()
             video, key = encoder.encode(frame.image)
-            pcm = (np.clip(frame.audio, -1, 1) * 32767).round().astype("<i2").tobytes()
+            pcm = float_to_s16_bytes(frame.audio)
             facts = Encoded(frame.index, frame.generation, frame.speech, frame.underrun, frame.pts, frame.due,
                             frame.latency, key, time.perf_counter() - started)
             del frame  # its picture goes back now, not when the next frame comes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from livekit import rtc
 
+from lipsync_cli.audio.pcm import float_to_s16, s16_to_float
 from lipsync_cli.errors import InputError
 from lipsync_cli.live import LiveFrame
 from lipsync_cli.live.frames import MAX_RATE, MIN_RATE
@@ -17,9 +18,7 @@ def mono(frame: rtc.AudioFrame) -> tuple[np.ndarray, int]:
         raise InputError(f"an audio frame must have 1 or 2 channels, not {frame.num_channels}", option="audio")
     if not MIN_RATE <= frame.sample_rate <= MAX_RATE:
         raise InputError(f"audio rate must be {MIN_RATE} to {MAX_RATE} Hz, not {frame.sample_rate}", option="audio")
-    pcm = np.frombuffer(frame.data, np.int16).reshape(-1, frame.num_channels)
-    x = pcm[:, 0].astype(np.float32) if frame.num_channels == 1 else pcm.astype(np.float32).mean(axis=1)
-    return x / 32768.0, frame.sample_rate
+    return s16_to_float(np.frombuffer(frame.data, np.int16), frame.num_channels), frame.sample_rate
 
 
 def video_frame(frame: LiveFrame) -> rtc.VideoFrame:
@@ -31,7 +30,7 @@ def video_frame(frame: LiveFrame) -> rtc.VideoFrame:
 def audio_frame(frame: LiveFrame, rate: int, channels: int) -> rtc.AudioFrame:
     """The frame's audio as s16 at `rate` (the session's return rate), in `channels` copies. A voice pushed as
     s16 comes back as the very same samples: x / 32768 and back is exact."""
-    pcm = np.clip(np.rint(frame.audio * 32768.0), -32768, 32767).astype(np.int16)
+    pcm = float_to_s16(frame.audio)
     if channels > 1:
         pcm = np.repeat(pcm[:, None], channels, axis=1)
     return rtc.AudioFrame(pcm.tobytes(), rate, channels, len(frame.audio))

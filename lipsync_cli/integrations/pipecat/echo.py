@@ -27,6 +27,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
+from lipsync_cli.audio.pcm import float_to_s16_bytes
 from lipsync_cli.integrations.pipecat.media import pcm_to_mono
 
 WINDOW = 0.02  # seconds of the level windows the voiced part is found with
@@ -124,7 +125,7 @@ class EchoBrain(FrameProcessor):
         self.turns += 1
         await self._tell({"type": "lipsync-turn", "turn": self.turns, "heard_ms": round((b - a) / rate * 1000),
                           "vad_wait_ms": round((stopped - last_voiced) * 1000)})
-        pcm = np.clip(np.rint(x[a:b] * 32768), -32768, 32767).astype("<i2").tobytes()
+        pcm = float_to_s16_bytes(x[a:b])
         context = f"echo-{uuid.uuid4().hex[:8]}"
         step = 2 * round(self.options.chunk * rate)
         self._replying = True

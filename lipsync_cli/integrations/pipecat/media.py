@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lipsync_cli.audio.pcm import float_to_s16_bytes, s16_to_float
 from lipsync_cli.characters.manifest import Character, load_character
 from lipsync_cli.encoding.yuv import even
 from lipsync_cli.runtime import Runtime
@@ -14,19 +15,12 @@ from lipsync_cli.runtime import Runtime
 
 def pcm_to_mono(audio: bytes, channels: int) -> np.ndarray:
     """16-bit little-endian PCM, `channels` interleaved, as mono float32 in [-1, 1] (channels averaged)."""
-    if channels < 1:
-        raise ValueError(f"audio with {channels} channels")
-    x = np.frombuffer(audio, dtype="<i2")
-    if len(x) % channels:
-        raise ValueError(f"{len(x)} samples do not split into {channels} channels")
-    x = x.astype(np.float32) / 32768.0
-    return x if channels == 1 else x.reshape(-1, channels).mean(axis=1, dtype=np.float32)
+    return s16_to_float(audio, channels)
 
 
 def mono_to_pcm(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] as 16-bit little-endian PCM (int16 samples pushed come back unchanged)."""
-    scaled = np.clip(np.rint(np.asarray(samples, np.float32) * 32768.0), -32768, 32767)
-    return scaled.astype("<i2").tobytes()
+    return float_to_s16_bytes(samples)
 
 
 def i420_to_rgb(image: np.ndarray) -> np.ndarray:
