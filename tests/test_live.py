@@ -365,3 +365,16 @@ def test_full_scale_s16_comes_back_bit_exact_at_its_own_rate(runtime, alice):
     assert np.array_equal(float_to_s16(audio[: len(sent)]), sent)
     stereo = np.stack([sent, sent], axis=1).ravel().astype("<i2").tobytes()
     assert np.array_equal(float_to_s16(s16_to_float(stereo, 2)), sent)
+
+
+@pytest.mark.parametrize("latency_ms", [float("nan"), float("inf"), -40.0, 0.0])
+def test_a_latency_that_is_not_a_positive_number_is_refused_by_the_session(runtime, alice, latency_ms):
+    """Every face's session checks it (NaN compared below the minimum would have passed)."""
+    from lipsync_cli.live.session import session_latency
+
+    with pytest.raises(InputError, match=f"latency must be a positive number of milliseconds, not {latency_ms}") \
+            as refused:
+        LiveSession(runtime, alice, options(latency_ms=latency_ms), clock=FakeClock())
+    assert refused.value.option == "latency_ms"
+    with pytest.raises(InputError, match="latency must be a positive number"):
+        session_latency(alice, options(latency_ms=latency_ms))

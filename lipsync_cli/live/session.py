@@ -55,7 +55,11 @@ def _check_rate(rate: int, option: str = "rate") -> None:
 
 def session_latency(character: Character, options: LiveOptions) -> float:
     """The latency budget L of a session of the character with these options, in seconds; an InputError when
-    the one asked for is below what the character needs (look-ahead, compute and one frame)."""
+    the one asked for is not a positive number of milliseconds or is below what the character needs
+    (look-ahead, compute and one frame)."""
+    asked = options.latency_ms
+    if asked is not None and not (math.isfinite(asked) and asked > 0):
+        raise InputError(f"latency must be a positive number of milliseconds, not {asked}", option="latency_ms")
     lookahead = lookahead_seconds(character)
     minimum = lookahead + options.compute_ms / 1000 + float(1 / character.fps)
     latency = options.latency_ms / 1000 if options.latency_ms is not None else \

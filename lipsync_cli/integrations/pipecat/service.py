@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -87,9 +86,6 @@ class LipsyncVideoService(AIService):
     def __init__(self, character: str, *, runtime: Runtime | None = None, device: str = "auto",
                  latency_ms: float | None = None, blend: str = "match", **kwargs) -> None:
         request, blend_ = parse_device(device), as_blend(blend)
-        if latency_ms is not None and not (latency_ms > 0 and math.isfinite(latency_ms)):
-            raise InputError(f"latency must be a positive number of milliseconds, not {latency_ms}",
-                             option="latency_ms")
         self._own_runtime = runtime is None
         self._runtime = runtime if runtime is not None else Runtime(RuntimeConfig(devices=str(request)))
         try:
