@@ -115,7 +115,7 @@ def test_gaps_are_idle_frames_and_the_next_speech_starts_at_the_next_frame(runti
     with template, LiveSession(runtime, alice, options(fade_frames=3), clock=clock) as session:
         session.push(speech_like(0.4, seed=1))  # 10 frames at 25 fps
         assert session.flush() == 10  # the frame after the utterance's last
-        assert session.flush() is None  # none open
+        assert session.flush() == 10  # none open: the end of the last one, again
         speech = take(session, 10)
         assert all(f.speech for f in speech)
         clock.advance(1.0)  # frames up to 24 have begun, with no audio: 3 fading, then idle
@@ -378,3 +378,45 @@ def test_a_latency_that_is_not_a_positive_number_is_refused_by_the_session(runti
     assert refused.value.option == "latency_ms"
     with pytest.raises(InputError, match="latency must be a positive number"):
         session_latency(alice, options(latency_ms=latency_ms))
+
+
+def test_flush_after_the_session_ended_the_utterance_gives_its_end(runtime, alice):
+    """A voice that stops without a flush: the session ends the utterance after idle_after_ms of underrun;
+    a flush that comes later (Pipecat's TTSStoppedFrame, seconds after the audio) still says where it ended."""
+    clock = FakeClock()
+    with LiveSession(runtime, alice, options(idle_after_ms=300), clock=clock) as session:
+        assert session.flush() is None  # no utterance yet
+        session.push(speech_like(0.3, seed=1))
+        for _ in range(400):
+            frame = session.next_frame(timeout=0.2)
+            if frame is None:
+                clock.advance(0.04)
+            elif frame.index > 0 and not frame.speech:
+                break
+        assert frame is not None and not frame.speech and frame.index > 8  # speech, underrun, then idle
+        end = session.flush()
+        assert end == frame.index  # the first frame after the utterance's last
+        assert session.flush() == end  # and again: nothing new was pushed
+        session.interrupt()
+        assert session.flush() is None  # nothing since the interrupt
+
+
+def test_finished_utterances_are_dropped_and_the_frames_are_unchanged(runtime, alice):
+    """An hours-long conversation keeps a bounded list of utterances (each push and frame scans it)."""
+    n, seconds = 30, 0.12  # 3 frames each, back to back
+    clock = FakeClock()
+    pushed, ends, frames = [], [], []
+    with LiveSession(runtime, alice, options(start="first_audio"), clock=clock) as session:
+        for i in range(n):
+            x = speech_like(seconds, seed=i + 1)
+            pushed.append(x)
+            session.push(x)
+            ends.append(session.flush())
+            frames += take(session, ends[-1] - len(frames))
+            assert len(session._utterances) <= 2
+        assert len(session._utterances) == 1
+        assert session.flush() == ends[-1]  # the last one stays: its end is the timeline's
+    assert ends == [3 * (i + 1) for i in range(n)]
+    assert [f.index for f in frames] == list(range(3 * n)) and all(f.speech for f in frames)
+    audio = np.concatenate([f.audio for f in frames])
+    assert np.array_equal(audio, np.concatenate(pushed))

@@ -182,6 +182,49 @@ def test_segments_that_follow_each_other_end_each_after_its_own_last_frame(runti
     assert np.array_equal(audio[: len(a)], a) and not audio[len(a) :].any()
 
 
+def test_a_segment_end_after_the_session_ended_the_utterance_itself_still_comes(runtime):
+    """The voice stops without its AudioSegmentEnd; the session ends the utterance after a second of underrun.
+    AudioSegmentEnd pushed while the fade after it is still going out ends the segment at once (the runner
+    then reports playback finished), instead of never."""
+    clock = FakeClock()
+
+    async def run():
+        gen = generator(runtime, clock=clock)
+        reader = Reader(gen)
+        ticking = True
+
+        async def tick():  # the session's clock runs (faster than the wall's) while the reader takes
+            while ticking:
+                clock.advance(0.02)
+                await asyncio.sleep(0.005)
+
+        try:
+            for frame in audio_frames(voice(0.3)):
+                await gen.push_audio(frame)
+            ticker = asyncio.ensure_future(tick())
+            seen_speech = False
+            for _ in range(1000):
+                item = (await reader.take(1))[0]
+                if isinstance(item, rtc.VideoFrame):
+                    assert gen.last_frame is not None
+                    if gen.last_frame.speech:
+                        seen_speech = True
+                    elif seen_speech:
+                        break  # the first frame after the utterance: a fade to idle
+            ticking = False
+            await ticker
+            assert not isinstance(item, AudioSegmentEnd) and seen_speech
+            fade = gen.last_frame
+            await gen.push_audio(AudioSegmentEnd())
+            return fade, await reader.take(1), gen.session.flush()
+        finally:
+            await gen.aclose()
+
+    fade, after, end = asyncio.run(run())
+    assert fade is not None and not fade.speech and fade.index == end
+    assert isinstance(after[0], AudioSegmentEnd)
+
+
 def test_two_generators_of_different_characters_on_one_runtime_each_give_their_own_frames(runtime, tmp_path):
     import soundfile as sf
 

@@ -62,7 +62,6 @@ class LiveFrame:
     made: float  # on the session's clock
     latency: LatencyParts | None  # speech frames only
     underrun: bool = False  # its audio was (partly) silence because the client was late
-    last: bool = False  # the last frame of its utterance (after a flush, or once the session ended it)
 
 
 @dataclass(frozen=True)

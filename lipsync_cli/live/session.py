@@ -190,12 +190,13 @@ class LiveSession:
 
     def flush(self) -> int | None:
         """End the utterance: its frames are made up to the end of its audio; silence beyond. Returns the index
-        of the frame after its last (None when no utterance was open)."""
+        of the frame after its last; when none is open (the session ended it after a long underrun, or it was
+        flushed already), that of the last utterance since the last interrupt (None when there was none)."""
         with self._cond:
             self._check()
             u = self._open()
             if u is None:
-                return None
+                return self._utterances[-1].end() if self._utterances else None
             u.flush()
             self._cond.notify_all()
             return u.end()
@@ -226,9 +227,16 @@ class LiveSession:
                 self._cond.wait(left if left is not None else _POLL)
             frame = self._out.popleft()
             self._next_out = frame.index + 1
+            self._prune()
             self._count(frame)
             self._cond.notify_all()
             return frame
+
+    def _prune(self) -> None:
+        """Drop the utterances whose frames have all gone out, keeping the last (its end is the timeline's)."""
+        u = self._utterances
+        while len(u) > 1 and (end := u[0].end()) is not None and end <= self._next_out:
+            del u[0]
 
     def frames(self) -> Iterator[LiveFrame]:
         while True:
@@ -379,7 +387,6 @@ class LiveSession:
                 self._underran_last = underrun
                 if u.end() == k + 1:
                     self._last_end = k + 1
-                    slot.last = True
             elif self._frame_at(now) > k or any(v.start > k for v in self._utterances):
                 rate = self.options.return_rate
                 silence = np.zeros(sample_of(k + 1, self.fps, rate) - sample_of(k, self.fps, rate), np.float32)
@@ -441,7 +448,7 @@ class LiveSession:
             image, latency = picture(slot, self._compositor)
             frame = LiveFrame(slot.index, slot.generation, slot.speech, image, slot.audio,
                               float(slot.index / self.fps), self.due(slot.index), self.clock(), latency,
-                              slot.underrun, slot.last)
+                              slot.underrun)
             with self._cond:
                 if slot.generation == self._generation:
                     self._out.append(frame)

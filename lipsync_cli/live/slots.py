@@ -33,7 +33,6 @@ class Slot:
     waited: float = 0.0
     inference: float = 0.0
     underrun: bool = False
-    last: bool = False  # the last frame of its utterance
     done: threading.Event = field(default_factory=threading.Event)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from fractions import Fraction
 from typing import Any
@@ -77,7 +78,9 @@ class LipsyncVideoGenerator(VideoGenerator):
         self._take: asyncio.Future[Taken | None] | None = None
         self._generation = 0  # +1 at each clear_buffer: a push waiting for room from before it is dropped
         self._speaking = False  # audio pushed since the last AudioSegmentEnd
-        self._ends = 0  # segments ended by push_audio whose last frame has not come out yet
+        self._ends: deque[int] = deque()  # where each segment ended by push_audio ends (the frame after its
+        # last, as the session's flush says), until its AudioSegmentEnd is yielded
+        self._passed = 0  # the index after the last frame taken from the session
         self._open_segments = 0  # segments with audio whose AudioSegmentEnd has not been yielded
         self._end_now = False  # yield an AudioSegmentEnd before the next frame (clear_buffer, failure)
         self._failure: BaseException | None = None  # for the next push_audio to raise
@@ -133,11 +136,10 @@ class LipsyncVideoGenerator(VideoGenerator):
         if isinstance(frame, AudioSegmentEnd):
             if self._speaking:
                 self._speaking = False
-                self._call(session.flush)
-                if session.drained():  # the session ended the utterance itself and every frame is out
-                    self._end_segment_now()
-                else:
-                    self._ends += 1
+                end = self._call(session.flush)
+                self._ends.append(end if end is not None else self._passed)
+                if self._wake is not None:  # its frames may all be out already
+                    self._wake.set()
             return
         samples, rate = mono(frame)
         if not len(samples):
@@ -152,9 +154,9 @@ class LipsyncVideoGenerator(VideoGenerator):
             self._speaking = True
             self._open_segments += 1
 
-    def _call(self, fn: Callable, *args: object) -> None:
+    def _call(self, fn: Callable, *args: object) -> Any:
         try:
-            fn(*args)
+            return fn(*args)
         except Exception as exc:  # bad audio, or the session broke (the iterator then replaces it)
             self._raised = exc  # raised here already: the iterator does not leave it for the next push
             raise
@@ -170,7 +172,8 @@ class LipsyncVideoGenerator(VideoGenerator):
                 log.debug("interrupt on a failed live session", exc_info=True)
         if self._open_segments:
             self._end_segment_now()
-        self._speaking, self._ends, self._open_segments = False, 0, 0
+        self._speaking, self._open_segments = False, 0
+        self._ends.clear()
 
     def _end_segment_now(self) -> None:
         self._end_now = True
@@ -189,6 +192,11 @@ class LipsyncVideoGenerator(VideoGenerator):
                 self._end_now = False
                 yield AudioSegmentEnd()
                 continue
+            if self._ends and self._passed >= self._ends[0]:  # the segment's last frame is out
+                self._ends.popleft()
+                self._open_segments = max(0, self._open_segments - 1)
+                yield AudioSegmentEnd()
+                continue
             try:
                 taken = await self._next()
             except Exception as exc:
@@ -199,6 +207,7 @@ class LipsyncVideoGenerator(VideoGenerator):
             if taken is None or session is None:
                 continue
             frame, video, audio = taken
+            self._passed = max(self._passed, frame.index + 1)
             if frame.generation != session.generation:
                 continue  # taken just before a clear_buffer
             if frame.speech:
@@ -212,10 +221,6 @@ class LipsyncVideoGenerator(VideoGenerator):
             yield video
             if frame.speech and audio is not None:
                 yield audio
-            if frame.last and self._ends:
-                self._ends -= 1
-                self._open_segments = max(0, self._open_segments - 1)
-                yield AudioSegmentEnd()
 
     async def _next(self) -> Taken | None:
         """The session's next frame, converted on the worker thread; None when `_wake` (a segment to end now)
@@ -256,7 +261,8 @@ class LipsyncVideoGenerator(VideoGenerator):
         self._take = None
         if self._open_segments:
             yield AudioSegmentEnd()
-        self._speaking, self._ends, self._open_segments, self._end_now = False, 0, 0, False
+        self._speaking, self._open_segments, self._end_now, self._passed = False, 0, False, 0
+        self._ends.clear()
         try:
             async for item in self._reopen(last_video):
                 yield item
