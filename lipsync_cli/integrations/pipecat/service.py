@@ -239,12 +239,15 @@ class LipsyncVideoService(AIService):
         except Exception as exc:
             await self._fail(exc)
 
-    async def _flush(self, session: LiveSession) -> int | None:
+    async def _flush(self, session: LiveSession) -> int:
+        """End the session's utterance; where the reply ends (the session's word, or else the next frame to go
+        out: a reply must end, or it heads `_replies` for good)."""
         try:
-            return session.flush()
+            end = session.flush()
         except Exception as exc:
             await self._fail(exc)
-            return None
+            end = None
+        return end if end is not None else self._next_out
 
     async def _stopped(self, frame: TTSStoppedFrame) -> None:
         """The reply's end: held back until its last speech frame has gone out."""
@@ -252,8 +255,7 @@ class LipsyncVideoService(AIService):
         session = self._session
         if reply is not None and session is not None and not self._broken:
             reply.end = await self._flush(session)
-            if reply.end is not None:
-                await self._until_out(reply.end)
+            await self._until_out(reply.end)
         await self.push_frame(frame)
 
     async def _until_out(self, end: int) -> None:
@@ -283,6 +285,8 @@ class LipsyncVideoService(AIService):
                 await self._fail(item)
                 return
             async with self._lock:
+                if self._broken:  # queued before the failure: its voice has passed through already
+                    continue
                 if item.frame.generation != self._generation:
                     continue
                 await self._emit(item)
