@@ -60,12 +60,33 @@ def voiced_span(x: np.ndarray, rate: int, options: EchoOptions = EchoOptions()) 
     return max(0, int(voiced[0]) * n - pad), min(len(x), (int(voiced[-1]) + 1) * n + pad)
 
 
+class _Held:
+    """The newest frames of the user's audio, with their arrival times, up to a number of seconds (a running
+    total: each 20 ms chunk costs the same however long the turn)."""
+
+    def __init__(self, other: _Held | None = None) -> None:
+        self.frames: deque[tuple[InputAudioRawFrame, float]] = deque(other.frames if other else ())
+        self.seconds: float = other.seconds if other else 0.0
+
+    @staticmethod
+    def _length(frame: InputAudioRawFrame) -> float:
+        return len(frame.audio) / (2 * frame.num_channels * frame.sample_rate)
+
+    def add(self, frame: InputAudioRawFrame, when: float, most: float) -> None:
+        self.frames.append((frame, when))
+        self.seconds += self._length(frame)
+        while self.seconds > most and self.frames:
+            self.seconds -= self._length(self.frames.popleft()[0])
+        if not self.frames:
+            self.seconds = 0.0
+
+
 class EchoBrain(FrameProcessor):
     def __init__(self, options: EchoOptions = EchoOptions(), **kwargs) -> None:
         super().__init__(**kwargs)
         self.options = options
-        self._before: deque[tuple[InputAudioRawFrame, float]] = deque()  # the pre-roll, with arrival times
-        self._turn: list[tuple[InputAudioRawFrame, float]] | None = None  # while the user speaks
+        self._before = _Held()  # the pre-roll, with arrival times
+        self._turn: _Held | None = None  # while the user speaks
         self._replying = False
         self.turns = 0
         self.interruptions = 0
@@ -75,13 +96,13 @@ class EchoBrain(FrameProcessor):
         if isinstance(frame, InputAudioRawFrame):
             self._hear(frame)  # the user's audio ends here: nothing after the brain plays it
         elif isinstance(frame, VADUserStartedSpeakingFrame):
-            self._turn = list(self._before)
+            self._turn = _Held(self._before)
             if self._replying:
                 await self.interrupt()
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             turn, self._turn = self._turn, None
-            if turn:
-                await self._reply(turn, time.monotonic())
+            if turn is not None and turn.frames:
+                await self._reply(list(turn.frames), time.monotonic())
         else:
             if isinstance(frame, BotStoppedSpeakingFrame):
                 self._replying = False
@@ -97,17 +118,9 @@ class EchoBrain(FrameProcessor):
     def _hear(self, frame: InputAudioRawFrame) -> None:
         now = time.monotonic()
         if self._turn is not None:
-            self._turn.append((frame, now))
-            while self._seconds(self._turn) > self.options.longest:
-                self._turn.pop(0)
+            self._turn.add(frame, now, self.options.longest)
         else:
-            self._before.append((frame, now))
-            while self._seconds(self._before) > self.options.preroll:
-                self._before.popleft()
-
-    @staticmethod
-    def _seconds(frames) -> float:
-        return sum(len(f.audio) / (2 * f.num_channels * f.sample_rate) for f, _ in frames)
+            self._before.add(frame, now, self.options.preroll)
 
     async def _reply(self, turn: list[tuple[InputAudioRawFrame, float]], stopped: float) -> None:
         rate = turn[0][0].sample_rate
