@@ -199,6 +199,26 @@ def test_a_broken_model_is_an_error_frame_and_the_voice_passes_through(runtime, 
     assert isinstance(down[-1], TTSStoppedFrame)  # the pipeline went on to its end
 
 
+def test_a_reply_whose_stop_comes_late_still_ends_and_the_next_is_its_own(service):
+    """TTSStoppedFrame seconds after a short reply's audio (websocket TTS services send it after a timeout): the
+    session has ended the utterance itself meanwhile; the reply still ends there, so the next reply's frames
+    carry its own context and its own time to first frame."""
+    rate = 24000
+    first, second = reply(voice(0.4, rate, seed=1), rate, "r1"), reply(voice(0.4, rate, seed=2), rate, "r2")
+    down, up = run(service, [SleepFrame(0.3), *first[:-1], SleepFrame(2.8), first[-1], SleepFrame(0.2),
+                             *second, SleepFrame(1.0)], metrics=True)
+    frames, _ = pairs(down)
+    contexts = [aud.context_id for *_, aud, _ in frames if is_speech(aud)]
+    assert contexts[0] == "r1" and "r2" in contexts
+    switch = contexts.index("r2")
+    assert set(contexts[:switch]) == {"r1"} and set(contexts[switch:]) == {"r2"}
+    assert len(contexts) - switch == math.ceil(0.4 * FPS)  # every frame of the second reply is its own
+    metrics = [d for f in down if isinstance(f, MetricsFrame) for d in f.data]
+    ttfb = [d for d in metrics if isinstance(d, TTFBMetricsData) and d.processor == service.name and d.value > 0]
+    assert len(ttfb) == 2
+    assert not [f for f in up if isinstance(f, ErrorFrame)]
+
+
 def test_video_out_params_describe_the_characters_frames(runtime, alice):
     params = video_out_params("alice", runtime)
     assert params == {"video_out_enabled": True, "video_out_is_live": False, "video_out_width": alice.video.width,
