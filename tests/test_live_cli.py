@@ -2,6 +2,7 @@
 the pacing itself checked on a fake clock."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,13 +66,15 @@ def test_the_stream_carries_the_audio_at_its_own_rate(tmp_path, rate, channels, 
     if source == "file":
         audio = tmp_path / "speech.wav"
         sf.write(audio, np.stack([x] * channels, axis=1), rate)
-        done = run_live([str(audio), "-c", "alice", "--to", str(out), "-d", "cpu", "-q"])
+        done = run_live([str(audio), "-c", "alice", "--to", str(out), "-d", "cpu"])
     else:
         pcm = (x * 32767).astype("<i2").tobytes()
-        done = run_live(["-", "-c", "alice", "--to", str(out), "-d", "cpu", "--rate", str(rate), "-q"],
+        done = run_live(["-", "-c", "alice", "--to", str(out), "-d", "cpu", "--rate", str(rate)],
                         input=pcm.decode("latin-1"), encoding="latin-1")
     assert done.returncode == 0, done.stderr
     info = probe(out)
+    written = int(re.search(r"(\d+) frames \(", done.stderr.strip().splitlines()[-1]).group(1))
+    assert info.frames == written  # every frame it wrote is in the stream, the last ones too
     carried = {22000: 22050}.get(rate, rate)  # a rate AAC lacks: ffmpeg's AAC encoder takes the nearest of its own
     assert f"{carried} Hz" in info.audio and info.frames >= 20
     assert abs(info.audio_seconds - info.frames / 25) < 0.15

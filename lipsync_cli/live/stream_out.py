@@ -58,6 +58,13 @@ def parse_target(text: str, overwrite: bool = False) -> Target:
     return Target(str(path), FILES[path.suffix.lower()], path)
 
 
+def _close_quietly(close: Callable[[], object]) -> None:
+    try:
+        close()
+    except OSError:  # closed already
+        pass
+
+
 class StreamOutput:
     def __init__(self, target: Target, width: int, height: int, fps: Fraction, crf: int = 20,
                  overwrite: bool = False, audio_rate: int = TARGET_RATE) -> None:
@@ -98,12 +105,13 @@ class StreamOutput:
         # about 2048 samples before its first packet: 5 frames at 8 kHz) never blocks the other
         self._pipes = [(self._audio_fd, queue.Queue[memoryview | None](maxsize=256)),
                        (self._proc.stdin.fileno(), queue.Queue[memoryview | None](maxsize=VIDEO_QUEUE))]
-        self._writers = [threading.Thread(target=self._feed, args=pipe, name="lipsync-live-pipe", daemon=True)
-                         for pipe in self._pipes]
+        self._closers = [lambda: os.close(self._audio_fd), lambda: self._proc.stdin and self._proc.stdin.close()]
+        self._writers = [threading.Thread(target=self._feed, args=(*pipe, close), name="lipsync-live-pipe",
+                                          daemon=True) for pipe, close in zip(self._pipes, self._closers, strict=True)]
         for writer in self._writers:
             writer.start()
 
-    def _feed(self, fd: int, items: queue.Queue[memoryview | None]) -> None:
+    def _feed(self, fd: int, items: queue.Queue[memoryview | None], close: Callable[[], object]) -> None:
         while (view := items.get()) is not None:
             if self._broken.is_set():
                 continue  # ffmpeg is gone: drain, so that nobody waits on a full queue
@@ -112,6 +120,9 @@ class StreamOutput:
                     view = view[os.write(fd, view) :]
             except OSError:
                 self._broken.set()
+        # the end of this input, as soon as it is written: ffmpeg may wait for the end of the audio (its last
+        # block) before it reads the last pictures, so neither pipe waits for the other to be closed
+        _close_quietly(close)
 
     def _failure(self, what: str) -> EncoderError:
         self._proc.wait()
@@ -135,11 +146,6 @@ class StreamOutput:
             items.put(None)
         for writer in self._writers:
             writer.join(timeout=5)
-        for close in (lambda: os.close(self._audio_fd), lambda: self._proc.stdin and self._proc.stdin.close()):
-            try:
-                close()
-            except OSError:
-                pass
 
     def finish(self) -> str:
         """End the stream; a file is published under its name. Returns where it went."""
